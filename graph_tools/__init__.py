@@ -1,0 +1,9 @@
+"""Pure ONNX -> ONNX transforms that make any image CNN explainable (no runtime imported here)."""
+from .batch import make_batch_dynamic
+from .errors import GraphError
+from .expose import expose
+from .gradients import GRAD_PREFIX, add_gradients, bias_terms
+from .model_info import Layer, ModelInfo, classifier_weights, inspect, load
+
+__all__ = ["GraphError", "Layer", "ModelInfo", "inspect", "load", "make_batch_dynamic", "expose",
+           "add_gradients", "bias_terms", "classifier_weights", "GRAD_PREFIX"]

@@ -1,0 +1,58 @@
+"""Make a graph's batch axis dynamic, rewriting the Reshape constants a fixed-batch export baked in."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from . import graph as g
+
+BATCH = "N"
+
+
+def _set_batch(values) -> int | None:
+    """Set dim 0 of each value to the symbol N; return the fixed batch it had (None if already dynamic)."""
+    fixed = None
+    for value in values:
+        shape = value.type.tensor_type.shape
+        if len(shape.dim) == 0:
+            continue
+        dim = shape.dim[0]
+        if dim.HasField("dim_value"):
+            fixed = dim.dim_value
+        dim.Clear()
+        dim.dim_param = BATCH
+    return fixed
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose inputs and outputs take any batch size.
+
+    Reshape targets whose leading entry equals the baked batch become 0 ("copy the input's batch"),
+    which stays valid when the constant also holds a -1 elsewhere. A constant shared with other
+    consumers is cloned first so only Reshape shapes change.
+    """
+    result = g.copy(model)
+    graph = result.graph
+    fixed = _set_batch(g.real_inputs(graph))
+    _set_batch(graph.output)
+    del graph.value_info[:]
+    if not fixed:
+        return result
+    inits = g.initializers(graph)
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2:
+            continue
+        shape_name = node.input[1]
+        value = g.constant_value(graph, shape_name)
+        if value is None or value.ndim != 1 or value.size < 2 or value[0] != fixed:
+            continue
+        new_value = value.copy()
+        new_value[0] = 0
+        new_name = shape_name + "__dynamic_batch"
+        if new_name not in inits:
+            tensor = numpy_helper.from_array(new_value.astype(np.int64), new_name)
+            graph.initializer.append(tensor)
+            inits[new_name] = tensor
+        node.input[1] = new_name
+    return g.prune(result)  # constants that only those Reshapes used are dead now

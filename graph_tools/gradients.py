@@ -1,0 +1,153 @@
+"""Insert d(score)/d(activation) for chosen tensors into the graph, seeded by a `class_weights` input.
+
+The adjoint of an activation A is taken with onnx-ad: A is shifted by a zero-valued `delta` input,
+the model is reversed with respect to those deltas, and each delta input is then replaced by
+zeros made in the graph (ConstantOfShape(Shape(A))), so callers feed only the image and the
+class weights. A class-weight row of all zeros means "the top-1 class of this image", resolved
+inside the graph, so the default target costs no extra forward pass.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ad
+from onnx import TensorProto, helper, numpy_helper
+
+from . import graph as g
+from .errors import GraphError
+from .model_info import inspect, load
+
+GRAD_PREFIX = "grad::"
+CLASS_WEIGHTS = "class_weights"
+LOGITS = "logits"
+_DELTA = "delta::"
+_SHIFTED = "::shifted"
+
+
+def bias_terms(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
+    """(output tensor, effective bias) of every Conv with a bias and every BatchNormalization, in order.
+
+    Only tensors that are candidate layers (4-D, spatial size > 1) are listed: FullGrad's bias maps
+    of 1x1 tensors (squeeze-excitation convs) are constant and normalise to zero anyway.
+    """
+    model = load(model)
+    graph = model.graph
+    spatial = set(inspect(model).layer_names())
+    terms = []
+    for node in graph.node:
+        out = node.output[0]
+        if out not in spatial:
+            continue
+        if node.op_type == "Conv" and len(node.input) > 2 and node.input[2]:
+            bias = g.constant_value(graph, node.input[2])
+        elif node.op_type == "BatchNormalization":
+            scale, beta, mean, var = (g.constant_value(graph, n) for n in node.input[1:5])
+            if any(v is None for v in (scale, beta, mean, var)):
+                continue
+            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            bias = beta - mean * scale / np.sqrt(var + eps)
+        else:
+            continue
+        if bias is not None:
+            terms.append((out, bias.astype(np.float32)))
+    return terms
+
+
+def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onnx.ModelProto:
+    """A graph with inputs (image, class_weights) and outputs, in this order:
+
+    `logits`, the activation of each layer (its own tensor name), `grad::<layer>` for each layer,
+    and `grad::<input>` when `input_gradient` is set. Gradients are of sum(class_weights * logits)
+    per image; the batch axis must already be dynamic (see make_batch_dynamic).
+    """
+    model = load(model)
+    if g.opset(model) < 9:
+        raise GraphError(f"opset {g.opset(model)} is too old for gradient graphs (need >= 9); "
+                         "convert with onnx.version_converter first")
+    info = inspect(model)
+    layers = list(dict.fromkeys(layers))
+    produced = g.producers(model.graph)
+    for name in layers:
+        if name not in produced:
+            raise GraphError(f"tensor {name!r} is not produced by this graph")
+    if not layers and not input_gradient:
+        raise GraphError("nothing to differentiate: give layers or input_gradient=True")
+
+    work = g.copy(model)
+    graph = work.graph
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, ["N", info.num_classes]))
+    g.prune(work)
+    _shift(work, layers)
+
+    wrt = [_DELTA + name for name in layers] + ([info.input_name] if input_gradient else [])
+    reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
+    graph = reversed_.graph
+    seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
+    adjoints = [o.name for o in graph.output if o.name != info.logits]
+
+    nodes = []
+    for name in layers:
+        shape = name + "::shape"
+        nodes.append(helper.make_node("Shape", [name], [shape]))
+        nodes.append(helper.make_node("ConstantOfShape", [shape], [_DELTA + name],
+                                      value=numpy_helper.from_array(np.zeros(1, np.float32))))
+    nodes += _seed_nodes(reversed_, info.logits, seed)
+    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
+    nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
+    outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in layers]
+    drop_axis = g.constant_node("grad::drop_seed_axis", np.zeros(4, np.int64))
+    nodes.append(drop_axis)
+    for adjoint, name in zip(adjoints, wrt):
+        target = GRAD_PREFIX + name.removeprefix(_DELTA)
+        nodes.append(helper.make_node("Reshape", [adjoint, drop_axis.output[0]], [target]))
+        outputs.append(helper.make_tensor_value_info(target, TensorProto.FLOAT, None))
+
+    keep_inputs = [i for i in graph.input if i.name not in set(wrt[:len(layers)]) | {seed}]
+    weights = helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes])
+    del graph.input[:]
+    graph.input.extend(keep_inputs + [weights])
+    del graph.output[:]
+    graph.output.extend(outputs)
+    graph.node.extend(nodes)
+    g.toposort(graph)
+    return g.prune(g.fold_constant_transposes(reversed_))
+
+
+def _shift(model: onnx.ModelProto, layers: list[str]) -> None:
+    """Route every consumer of each layer through `layer + delta` (delta is a new graph input)."""
+    graph = model.graph
+    wanted = set(layers)
+    values = g.infer(model)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in wanted:
+                node.input[k] = name + _SHIFTED
+    for name in layers:
+        shape = g.dims(values[name]) if name in values else []
+        if not shape:
+            raise GraphError(f"the rank of {name!r} is unknown even after shape inference")
+        graph.input.append(helper.make_tensor_value_info(_DELTA + name, TensorProto.FLOAT, shape))
+        graph.node.append(helper.make_node("Add", [name, _DELTA + name], [name + _SHIFTED]))
+    g.toposort(graph)
+
+
+def _seed_nodes(model: onnx.ModelProto, logits: str, seed: str) -> list[onnx.NodeProto]:
+    """seed (N, C, 1) = class_weights, with all-zero rows replaced by the one-hot of argmax(logits)."""
+    p = "seed::"
+    nodes = [helper.make_node("Abs", [CLASS_WEIGHTS], [p + "abs"])]
+    nodes += g.reduce_node("ReduceSum", model, p + "abs", p + "l1", [1])
+    nodes += [
+        g.constant_node(p + "tiny", np.array(1e-30, np.float32)),
+        helper.make_node("Less", [p + "l1", p + "tiny"], [p + "empty"]),
+        helper.make_node("ArgMax", [logits], [p + "top1"], axis=1, keepdims=0),
+        helper.make_node("Shape", [logits], [p + "shape"]),
+        g.constant_node(p + "class_axis", np.array([1], np.int64)),
+        helper.make_node("Gather", [p + "shape", p + "class_axis"], [p + "depth"], axis=0),
+        g.constant_node(p + "onoff", np.array([0.0, 1.0], np.float32)),
+        helper.make_node("OneHot", [p + "top1", p + "depth", p + "onoff"], [p + "onehot"], axis=-1),
+        helper.make_node("Where", [p + "empty", p + "onehot", CLASS_WEIGHTS], [p + "rows"]),
+        g.constant_node(p + "seed_shape", np.array([0, 0, 1], np.int64)),
+        helper.make_node("Reshape", [p + "rows", p + "seed_shape"], [seed]),
+    ]
+    return nodes

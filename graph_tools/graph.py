@@ -1,0 +1,160 @@
+"""Small read/write helpers over a GraphProto: producers, consumers, constants, shapes, opset-aware nodes."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+
+def opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    return 1
+
+
+def copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    return result
+
+
+def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
+    return {t.name: t for t in graph.initializer}
+
+
+def real_inputs(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers (IR < 4 exporters list weights as inputs too)."""
+    inits = {t.name for t in graph.initializer}
+    return [i for i in graph.input if i.name not in inits]
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {out: node for node in graph.node for out in node.output if out}
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    result: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                result.setdefault(name, []).append(node)
+    return result
+
+
+def constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    """The value of an initializer or a Constant node's output, else None."""
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            for attr in node.attribute:
+                if attr.name == "value":
+                    return numpy_helper.to_array(attr.t)
+    return None
+
+
+def dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
+    """Shape of a value as ints (static), strings (symbolic) or None (unknown); [] when rank unknown."""
+    ttype = value.type.tensor_type
+    if not ttype.HasField("shape"):
+        return []
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in ttype.shape.dim]
+
+
+def infer(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
+    """name -> ValueInfo for every tensor whose type shape inference can tell."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = inferred.graph
+    values = {v.name: v for v in list(graph.value_info) + list(graph.output) + list(graph.input)}
+    return values
+
+
+def ancestors(graph: onnx.GraphProto, targets: list[str]) -> set[str]:
+    """Every tensor name the targets depend on (the targets included)."""
+    made_by = producers(graph)
+    seen: set[str] = set()
+    stack = list(targets)
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = made_by.get(name)
+        if node is not None:
+            stack.extend(i for i in node.input if i)
+    return seen
+
+
+def prune(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop nodes and initializers no graph output needs."""
+    graph = model.graph
+    needed = ancestors(graph, [o.name for o in graph.output])
+    keep = [n for n in graph.node if any(o in needed for o in n.output)]
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
+    inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+    return model
+
+
+def reduce_node(op: str, model: onnx.ModelProto, inp: str, out: str, axes: list[int],
+                keepdims: int = 1) -> list[onnx.NodeProto]:
+    """A Reduce* node whatever the opset (axes moved from attribute to input at 13/18)."""
+    version = opset(model)
+    moved = 13 if op == "ReduceSum" else 18
+    if version >= moved:
+        axes_name = out + "__axes"
+        const = helper.make_node("Constant", [], [axes_name],
+                                 value=numpy_helper.from_array(np.array(axes, np.int64), axes_name))
+        return [const, helper.make_node(op, [inp, axes_name], [out], keepdims=keepdims)]
+    return [helper.make_node(op, [inp], [out], axes=axes, keepdims=keepdims)]
+
+
+def constant_node(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
+
+
+def toposort(graph: onnx.GraphProto) -> None:
+    """Reorder graph.node in place so every node follows the producers of its inputs (stable)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted({i for n in rest for i in n.input if i not in available})[:5]
+            raise ValueError(f"graph has a cycle or undefined inputs: {missing}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace Transpose nodes of constant tensors by transposed initializers.
+
+    Reverse-mode rules transpose weight matrices (Gemm/MatMul adjoints); ONNX Runtime leaves
+    those in the run, where a 1000 x 2048 transpose costs more than the whole backward pass.
+    """
+    graph = model.graph
+    keep = []
+    for node in graph.node:
+        value = constant_value(graph, node.input[0]) if node.op_type == "Transpose" else None
+        if value is None:
+            keep.append(node)
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(value, perm)),
+                                                         node.output[0]))
+    del graph.node[:]
+    graph.node.extend(keep)
+    return model

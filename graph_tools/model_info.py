@@ -1,0 +1,153 @@
+"""What a model is, read off its graph: image input, layout, logits, candidate CAM layers, classifier weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from . import graph as g
+from .errors import GraphError
+
+# Spatial size assumed for shape inference when the model leaves H and W symbolic.
+PROBE_SIZE = 224
+POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "Gemm", "MatMul"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    shape: tuple
+    op: str
+
+    def describe(self) -> str:
+        return f"{self.name}  {list(self.shape)}  ({self.op})"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    input_name: str
+    input_shape: tuple
+    layout: str                      # "NCHW" or "NHWC"
+    logits: str                      # tensor holding pre-softmax scores
+    num_classes: int | None
+    softmax_removed: bool            # True when the graph's output was a Softmax and logits sit before it
+    layers: tuple[Layer, ...] = field(default_factory=tuple)
+    default_layer: str = ""
+
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def check_layers(self, names: list[str]) -> None:
+        known = set(self.layer_names())
+        for name in names:
+            if name not in known:
+                shown = ", ".join(self.layer_names()[-12:])
+                raise GraphError(f"unknown layer {name!r}; candidates ({len(known)}, last shown): {shown}")
+
+
+def load(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(source, onnx.ModelProto):
+        return source
+    if isinstance(source, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(source))
+    return onnx.load(str(source))
+
+
+def _image_input(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, str]:
+    inputs = g.real_inputs(model.graph)
+    if len(inputs) != 1:
+        names = [i.name for i in inputs]
+        raise GraphError(f"expected one image input, the graph has {len(inputs)}: {names}")
+    value = inputs[0]
+    if value.type.tensor_type.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE):
+        raise GraphError(f"input {value.name!r} is not a float tensor, so not an image input")
+    shape = g.dims(value)
+    if len(shape) != 4:
+        raise GraphError(f"input {value.name!r} has rank {len(shape)}; an image input is 4-D (N,C,H,W)")
+    if shape[1] in (1, 3, 4):
+        return value, "NCHW"
+    if shape[3] in (1, 3, 4):
+        return value, "NHWC"
+    raise GraphError(f"input {value.name!r} shape {shape} has no channel axis of 1, 3 or 4; not an image input")
+
+
+def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layout: str) -> onnx.ModelProto:
+    """A copy whose input has static spatial dims, so shape inference can size every activation."""
+    probe = g.copy(model)
+    for inp in probe.graph.input:
+        if inp.name == value.name:
+            axes = (2, 3) if layout == "NCHW" else (1, 2)
+            for axis in axes:
+                dim = inp.type.tensor_type.shape.dim[axis]
+                if not dim.HasField("dim_value"):
+                    dim.dim_value = PROBE_SIZE
+    return probe
+
+
+def _logits(model: onnx.ModelProto) -> tuple[str, bool]:
+    graph = model.graph
+    if not graph.output:
+        raise GraphError("the graph has no outputs")
+    name = graph.output[0].name
+    node = g.producers(graph).get(name)
+    if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+        return node.input[0], True
+    return name, False
+
+
+def inspect(source) -> ModelInfo:
+    """Describe the model: its image input, logits tensor and every candidate target layer."""
+    model = load(source)
+    value, layout = _image_input(model)
+    logits, removed = _logits(model)
+    values = g.infer(_with_static_input(model, value, layout))
+    logit_dims = g.dims(values[logits]) if logits in values else []
+    num_classes = logit_dims[-1] if logit_dims and isinstance(logit_dims[-1], int) else None
+    needed = g.ancestors(model.graph, [logits])
+    layers = []
+    for node in model.graph.node:
+        for out in node.output:
+            info = values.get(out)
+            if out not in needed or info is None:
+                continue
+            if info.type.tensor_type.elem_type != TensorProto.FLOAT:
+                continue
+            shape = g.dims(info)
+            if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+                continue
+            if shape[2] * shape[3] > 1 and node.op_type not in ("Constant", "Shape"):
+                layers.append(Layer(out, tuple(shape), node.op_type))
+    if not layers:
+        raise GraphError("the graph has no 4-D float activations with spatial size > 1 before its logits; "
+                         "CAM methods need a convolutional feature map")
+    return ModelInfo(value.name, tuple(g.dims(value)), layout, logits, num_classes, removed,
+                     tuple(layers), layers[-1].name)
+
+
+def classifier_weights(model: onnx.ModelProto, layer: str) -> np.ndarray:
+    """The (classes, K) weights of a GAP -> (Flatten) -> Gemm/MatMul head fed by `layer` (for CAM)."""
+    graph = model.graph
+    users = g.consumers(graph)
+    name, pooled = layer, False
+    for _ in range(6):
+        nexts = users.get(name, [])
+        if len(nexts) != 1:
+            break
+        node = nexts[0]
+        if node.op_type in ("GlobalAveragePool", "ReduceMean"):
+            pooled = True
+        elif node.op_type in ("Gemm", "MatMul") and pooled:
+            weight = g.constant_value(graph, node.input[1])
+            if weight is None:
+                break
+            if node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute):
+                return weight.astype(np.float32)
+            return weight.T.astype(np.float32)
+        elif node.op_type not in ("Flatten", "Reshape", "Squeeze", "Identity"):
+            break
+        name = node.output[0]
+    raise GraphError(f"CAM needs layer {layer!r} to feed global average pooling and a linear classifier; "
+                     "this graph has something else there (use gradcam)")
