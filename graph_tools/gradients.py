@@ -13,6 +13,7 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper, numpy_helper
 
+from . import ad_rules  # noqa: F401 -- installs the dynamic-batch Conv/pool adjoints
 from . import graph as g
 from .errors import GraphError
 from .model_info import inspect, load
@@ -81,6 +82,9 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onn
     _shift(work, layers)
 
     wrt = [_DELTA + name for name in layers] + ([info.input_name] if input_gradient else [])
+    if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
+        work = _upgraded(work)
+    work = onnx.shape_inference.infer_shapes(work)  # reverse Conv needs its input shapes declared
     reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
     graph = reversed_.graph
     seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
@@ -94,7 +98,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onn
                                       value=numpy_helper.from_array(np.zeros(1, np.float32))))
     nodes += _seed_nodes(reversed_, info.logits, seed)
     outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
-    nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
+    if info.logits != LOGITS:
+        nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in layers]
     drop_axis = g.constant_node("grad::drop_seed_axis", np.zeros(4, np.int64))
     nodes.append(drop_axis)
@@ -112,6 +117,13 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onn
     graph.node.extend(nodes)
     g.toposort(graph)
     return g.prune(g.fold_constant_transposes(reversed_))
+
+
+def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.version_converter.convert_version(model, 17)
+    except Exception:  # the converter lacks an adapter for some op: differentiate at the old opset
+        return model
 
 
 def _shift(model: onnx.ModelProto, layers: list[str]) -> None:
@@ -151,3 +163,32 @@ def _seed_nodes(model: onnx.ModelProto, logits: str, seed: str) -> list[onnx.Nod
         helper.make_node("Reshape", [p + "rows", p + "seed_shape"], [seed]),
     ]
     return nodes
+
+
+ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Sigmoid", "Tanh",
+               "Softplus", "PRelu", "Celu", "Gelu", "Mish"}
+
+
+def conv_blocks(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
+    """(pre-activation z, post-activation A, bias b) for every spatial Conv, in topological order.
+
+    A is the output of the elementwise activation that is the conv's only consumer, else z itself;
+    b is the conv's bias (zeros when it has none). This is what Integrative CAM reads per layer.
+    """
+    model = load(model)
+    graph = model.graph
+    spatial = set(inspect(model).layer_names())
+    users = g.consumers(graph)
+    blocks = []
+    for node in graph.node:
+        z = node.output[0]
+        if node.op_type != "Conv" or z not in spatial:
+            continue
+        nexts = users.get(z, [])
+        a = nexts[0].output[0] if len(nexts) == 1 and nexts[0].op_type in ACTIVATIONS else z
+        bias = g.constant_value(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if bias is None:
+            weight = g.constant_value(graph, node.input[1])
+            bias = np.zeros(weight.shape[0] if weight is not None else 0, np.float32)
+        blocks.append((z, a, bias.astype(np.float32)))
+    return blocks

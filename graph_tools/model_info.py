@@ -13,7 +13,6 @@ from .errors import GraphError
 
 # Spatial size assumed for shape inference when the model leaves H and W symbolic.
 PROBE_SIZE = 224
-POOLING_OPS = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten", "Gemm", "MatMul"}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,271 @@
+"""The Explainer: joins graph_tools, the runtime and the methods into explain / predict on any ONNX CNN."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import graph_tools as gt
+
+from . import postprocess
+from .errors import BadRequest
+from .methods import METHODS, Evidence, Method
+from .methods.smooth import noisy_copies
+from .runtime import Runtime
+
+
+@dataclass
+class Explanation:
+    maps: np.ndarray                       # (N, H, W) float32 in [0, 1]
+    method: str
+    layers: list[str]
+    targets: np.ndarray                    # (N,) the class each map explains (argmax of its weight row)
+    logits: np.ndarray
+    fusion: str
+    layer_maps: dict[str, np.ndarray] = field(default_factory=dict)   # raw (N, h, w) per layer
+
+
+@dataclass
+class RunEvidence:
+    """Everything one run produced, for methods that build the final map themselves (FullGrad)."""
+    x: np.ndarray
+    logits: np.ndarray
+    class_weights: np.ndarray
+    layers: list[Evidence]
+    input_grad: np.ndarray | None = None
+
+
+class Explainer:
+    """CAM explanations for one ONNX image classifier.
+
+    Rewritten graphs (forward with exposed layers, gradient graphs) are built on first use and
+    their ONNX Runtime sessions cached per (graph kind, layers).
+    """
+
+    def __init__(self, model: str | Path | bytes | onnx.ModelProto, providers: list[str] | None = None,
+                 threads: int | None = None):
+        try:
+            self.model = gt.load(model)
+            self.info = gt.inspect(self.model)
+        except gt.GraphError as error:
+            raise BadRequest(str(error), "model") from error
+        except Exception as error:  # a corrupt protobuf or a missing file
+            raise BadRequest(f"cannot load the model: {error}", "model") from error
+        self._dynamic = gt.make_batch_dynamic(self.model)
+        self.runtime = Runtime(providers, threads)
+        self._forward([])  # builds the plain session now, so `provider` tells the truth from the start
+
+    # -- what the model is ---------------------------------------------------------------------
+    @property
+    def provider(self) -> str:
+        return self.runtime.providers[0] if self.runtime.providers else ""
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.info.num_classes
+
+    def layers(self) -> list[gt.Layer]:
+        return list(self.info.layers)
+
+    @cached_property
+    def _bias_terms(self) -> dict[str, np.ndarray]:
+        return dict(gt.bias_terms(self.model))
+
+    @cached_property
+    def _conv_blocks(self) -> dict[str, tuple[str, np.ndarray]]:
+        return {post: (pre, bias) for pre, post, bias in gt.conv_blocks(self.model)}
+
+    # -- runs ---------------------------------------------------------------------------------
+    def _feed(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.info.layout == "NHWC" else x
+
+    def _forward(self, layers: list[str], x: np.ndarray | None = None) -> dict:
+        key = ("forward", tuple(layers))
+        build = lambda: gt.expose(self._dynamic, [self.info.logits, *layers])  # noqa: E731
+        if x is None:
+            self.runtime.session(key, build)
+            return {}
+        return self.runtime.run(key, build, {self.info.input_name: self._feed(x)})
+
+    def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool) -> dict:
+        key = ("gradients", tuple(layers), input_gradient)
+        build = lambda: gt.add_gradients(self._dynamic, layers, input_gradient)  # noqa: E731
+        out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
+        out[self.info.logits] = out[gt.LOGITS]
+        grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
+        if grad_x is not None and self.info.layout == "NHWC":
+            out[gt.GRAD_PREFIX + self.info.input_name] = grad_x.transpose(0, 3, 1, 2)
+        return out
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) of a preprocessed float32 (N, C, H, W) batch."""
+        x = self._check_input(x)
+        return self._forward([], x)[self.info.logits]
+
+    # -- explain ------------------------------------------------------------------------------
+    def explain(self, x: np.ndarray, method: str = "gradcam", targets=None, layers: list[str] | None = None,
+                fusion: str | None = None, return_layers: bool = False, **options):
+        """Maps (N, H, W) in [0, 1]; with return_layers, also {layer: raw (N, h, w) map}."""
+        result = self.explain_full(x, method, targets, layers, fusion, **options)
+        return (result.maps, result.layer_maps) if return_layers else result.maps
+
+    def explain_full(self, x: np.ndarray, method: str = "gradcam", targets=None, layers: list[str] | None = None,
+                     fusion: str | None = None, **options) -> Explanation:
+        spec = self._method(method)
+        try:
+            options = spec.bind(options)
+        except KeyError as error:
+            raise BadRequest(error.args[0], "options") from error
+        fusion = fusion or spec.fusion
+        if fusion not in postprocess.FUSIONS:
+            raise BadRequest(f"unknown fusion {fusion!r}; choose one of {', '.join(postprocess.FUSIONS)}", "fusion")
+        if fusion == "adaptive" and not spec.needs.gradients:
+            raise BadRequest(f"adaptive fusion weighs layers by their gradients; {method!r} has none", "fusion")
+        x = self._check_input(x)
+        rows = self._class_rows(targets, len(x))
+        targets_layers = self._target_layers(spec, layers)
+        run = self._run(spec, x, rows, targets_layers, options)
+        size = x.shape[-2:]
+        if not spec.per_layer:
+            maps = spec.fn(run).astype(np.float32)
+            return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum")
+        raw, scaled, evidence = {}, [], []
+        fn_options = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
+        for ev in run.layers:
+            try:
+                raw[ev.name] = spec.fn(ev, **fn_options).astype(np.float32)
+            except ValueError as error:
+                raise BadRequest(str(error), "options") from error
+            scaled.append(postprocess.scale(raw[ev.name], size, relu=spec.relu))
+            if fusion == "adaptive":
+                acts, grads = (ev.acts[0], ev.grads[0]) if spec.needs.noisy_copies else (ev.acts, ev.grads)
+                evidence.append(postprocess.layer_evidence(acts, grads))
+        if options.get("tanh"):
+            scaled = [np.tanh(2 * m / (m.max(axis=(-2, -1), keepdims=True) + 1e-7)) for m in scaled]
+        maps = postprocess.fuse(scaled, fusion, evidence, options.get("temperature", 1.0))
+        return Explanation(maps, method, [ev.name for ev in run.layers], run.class_weights.argmax(1),
+                           run.logits, fusion, raw)
+
+    def _run(self, spec: Method, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> RunEvidence:
+        needs = spec.needs
+        if needs.layers == "conv":
+            pres = [self._conv_blocks[name][0] for name in layers]
+            graph_layers = list(dict.fromkeys(layers + pres))
+        else:
+            graph_layers = layers
+        if not needs.gradients:
+            out = self._forward(graph_layers, x)
+            logits = out[self.info.logits]
+            rows = _resolve_top1(rows, logits)
+        elif needs.noisy_copies:
+            if not rows.any(axis=1).all():
+                rows = _resolve_top1(rows, self.predict(x))
+            try:
+                batch = noisy_copies(x, options["samples"], options["std"], options["seed"], options["noise"])
+            except ValueError as error:
+                raise BadRequest(str(error), "options.noise") from error
+            copies = len(batch) // len(x)
+            out = self._gradients(graph_layers, batch, np.tile(rows, (copies, 1)), False)
+            out = {k: v.reshape(copies, len(x), *v.shape[1:]) for k, v in out.items()}
+            logits = out[self.info.logits][0]
+        else:
+            out = self._gradients(graph_layers, x, rows, needs.input_gradient)
+            logits = out[self.info.logits]
+            rows = _resolve_top1(rows, logits)
+        classifier = gt.classifier_weights(self.model, layers[0]) if needs.classifier else None
+        evidence = []
+        for name in layers:
+            ev = Evidence(name, out[name], out.get(gt.GRAD_PREFIX + name), rows, logits, classifier)
+            if needs.layers == "conv":
+                pre, ev.bias = self._conv_blocks[name]
+                ev.pre_grads = out[gt.GRAD_PREFIX + pre]
+            elif needs.layers == "bias":
+                ev.bias = self._bias_terms[name]
+            evidence.append(ev)
+        return RunEvidence(x, logits, rows, evidence, out.get(gt.GRAD_PREFIX + self.info.input_name))
+
+    # -- validation ---------------------------------------------------------------------------
+    def _method(self, name: str) -> Method:
+        if name not in METHODS:
+            raise BadRequest(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}", "method")
+        return METHODS[name]
+
+    def _target_layers(self, spec: Method, layers: list[str] | None) -> list[str]:
+        if spec.needs.layers == "bias":
+            return list(self._bias_terms)
+        if spec.needs.layers == "conv":
+            if not layers:
+                return list(self._conv_blocks)
+            unknown = [name for name in layers if name not in self._conv_blocks]
+            if unknown:
+                raise BadRequest(f"layer {unknown[0]!r} is not a conv block output; integrative uses conv "
+                                 f"outputs such as {list(self._conv_blocks)[-3:]}", "layers")
+            return list(layers)
+        layers = list(layers) if layers else [self.info.default_layer]
+        try:
+            self.info.check_layers(layers)
+        except gt.GraphError as error:
+            raise BadRequest(str(error), "layers") from error
+        if spec.needs.classifier and len(layers) == 1:
+            try:
+                gt.classifier_weights(self.model, layers[0])
+            except gt.GraphError as error:
+                raise BadRequest(str(error), "layers") from error
+        return layers
+
+    def _check_input(self, x) -> np.ndarray:
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            if not np.issubdtype(x.dtype, np.floating):
+                raise BadRequest(f"input must be float32, got {x.dtype}", "input")
+            x = x.astype(np.float32)
+        if x.ndim != 4:
+            raise BadRequest(f"input must be (N, C, H, W), got shape {x.shape}", "input")
+        expected = self.info.input_shape
+        channels = expected[1] if self.info.layout == "NCHW" else expected[3]
+        spatial = expected[2:] if self.info.layout == "NCHW" else expected[1:3]
+        if isinstance(channels, int) and x.shape[1] != channels:
+            raise BadRequest(f"input has {x.shape[1]} channels; the model takes {channels}", "input")
+        for axis, want in zip((2, 3), spatial):
+            if isinstance(want, int) and x.shape[axis] != want:
+                raise BadRequest(f"input is {x.shape[2]}x{x.shape[3]}; the model takes "
+                                 f"{spatial[0]}x{spatial[1]}", "input")
+        if len(x) == 0 or min(x.shape[2:]) < 2:
+            raise BadRequest(f"input shape {x.shape} is empty", "input")
+        if not np.isfinite(x).all():
+            raise BadRequest("input holds NaN or Inf values", "input")
+        return x
+
+    def _class_rows(self, targets, n: int) -> np.ndarray:
+        """(N, classes) class-weight rows; an all-zero row means "this image's top-1 class"."""
+        classes = self.info.num_classes
+        if classes is None:
+            raise BadRequest("the model's number of classes is unknown (symbolic logits axis)", "model")
+        rows = np.zeros((n, classes), np.float32)
+        if targets is None:
+            return rows
+        array = np.asarray(targets)
+        if array.ndim == 2:
+            if array.shape != (n, classes):
+                raise BadRequest(f"class weights must be ({n}, {classes}), got {array.shape}", "targets")
+            if not np.isfinite(array.astype(np.float64)).all():
+                raise BadRequest("class weights hold NaN or Inf", "targets")
+            return array.astype(np.float32)
+        ids = np.broadcast_to(array, (n,)) if array.ndim == 0 else array
+        if ids.shape != (n,) or not np.issubdtype(ids.dtype, np.integer):
+            raise BadRequest(f"targets must be one class id per image ({n}) or ({n}, {classes}) weights", "targets")
+        bad = ids[(ids < 0) | (ids >= classes)]
+        if bad.size:
+            raise BadRequest(f"class id {int(bad[0])} out of range [0, {classes})", "targets")
+        rows[np.arange(n), ids] = 1.0
+        return rows
+
+
+def _resolve_top1(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    rows = rows.copy()
+    empty = ~rows.any(axis=1)
+    rows[empty, logits[empty].argmax(axis=1)] = 1.0
+    return rows

@@ -1,0 +1,100 @@
+"""Image I/O with OpenCV: decode, preprocess to a model's tensor, and write colour-mapped overlays."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import BadRequest
+
+MAX_PIXELS = 64_000_000
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input: resize of the short side, centre crop, scale, mean/std, colour order."""
+    resize: int | None = 256
+    crop: int | None = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    color: str = "RGB"
+    layout: str = "NCHW"
+    scale: float = 1 / 255
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, spec: dict | None) -> "Preprocessing":
+        spec = dict(spec or {})
+        known = {k: spec.pop(k) for k in list(spec) if k in cls.__dataclass_fields__ and k != "extra"}
+        for key in ("mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known, extra=spec)
+
+
+def decode(data: bytes) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
+    if not data:
+        raise BadRequest("image bytes are empty", "image")
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if image is None:
+        raise BadRequest("image bytes are not a decodable image (PNG, JPEG, BMP, WebP, TIFF...)", "image")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:
+        raise BadRequest(f"image has {image.shape[0] * image.shape[1]} pixels; the limit is {MAX_PIXELS}", "image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read(path: str | Path) -> np.ndarray:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise BadRequest(f"cannot read image {path}: {error.strerror}", "image") from error
+    return decode(data)
+
+
+def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """Resize the short side and centre-crop, as torchvision's Resize + CenterCrop (uint8 RGB)."""
+    image = rgb
+    if spec.resize:
+        h, w = image.shape[:2]
+        short = min(h, w)
+        nh, nw = (spec.resize, round(w * spec.resize / h)) if h == short else (round(h * spec.resize / w), spec.resize)
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    if spec.crop:
+        h, w = image.shape[:2]
+        top, left = max((h - spec.crop) // 2, 0), max((w - spec.crop) // 2, 0)
+        image = image[top:top + spec.crop, left:left + spec.crop]
+    return np.ascontiguousarray(image)
+
+
+def to_tensor(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """RGB uint8 image -> float32 (1, C, H, W) normalised tensor (always NCHW; the Explainer handles NHWC)."""
+    image = fit(rgb, spec)
+    if spec.color.upper() == "BGR":
+        image = image[..., ::-1]
+    x = image.astype(np.float32) * np.float32(spec.scale)
+    x = (x - np.float32(spec.mean)) / np.float32(spec.std)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def overlay(rgb: np.ndarray, cam: np.ndarray, alpha: float = 0.5, colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Blend a [0, 1] map over an RGB uint8 image of any size; returns RGB uint8."""
+    heat = cv2.applyColorMap(np.uint8(255 * np.clip(cam, 0, 1)), colormap)
+    heat = cv2.resize(heat, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)
+    heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(rgb, 1 - alpha, heat, alpha, 0)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buffer = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(encode_png(rgb))

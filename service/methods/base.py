@@ -1,0 +1,86 @@
+"""The method registry: each method is a small weight function that declares the graph run it needs."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What one run of the rewritten graph must return for a method.
+
+    gradients: d score / d activation at the layers. layers: which tensors are the layers
+    ("target": the caller's; "bias": every biased Conv/BN output, FullGrad; "conv": every conv
+    block, Integrative CAM). input_gradient: d score / d input. classifier: the GAP+FC weights (CAM).
+    noisy_copies: the batch is expanded with noisy copies of the input (Smooth Grad-CAM++).
+    """
+    gradients: bool = False
+    layers: str = "target"
+    input_gradient: bool = False
+    classifier: bool = False
+    noisy_copies: bool = False
+
+
+@dataclass
+class Evidence:
+    """What a run produced for one layer, in numpy; fields a method did not ask for stay None."""
+    name: str
+    acts: np.ndarray                          # (N, K, h, w); (S+1, N, K, h, w) with noisy copies
+    grads: np.ndarray | None = None
+    class_weights: np.ndarray | None = None   # (N, classes), rows resolved (top-1 filled in)
+    logits: np.ndarray | None = None
+    classifier: np.ndarray | None = None      # (classes, K)
+    pre_grads: np.ndarray | None = None       # gradient at the pre-activation conv output
+    bias: np.ndarray | None = None            # (K,) bias of the layer's conv
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., np.ndarray]
+    needs: Needs
+    options: dict[str, Any] = field(default_factory=dict)
+    per_layer: bool = True        # False: fn returns the final (N, H, W) maps itself
+    relu: bool = True             # ReLU before the per-layer min-max (pytorch-grad-cam >= 1.3.3)
+    fusion: str = "mean"
+    cost: str = "1 forward + 1 backward"
+    doc: str = ""
+
+    def bind(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            valid = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
+            raise KeyError(f"method {self.name!r} has no option {unknown[0]!r}; its options: {valid}")
+        return {**self.options, **options}
+
+
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str, needs: Needs, **spec) -> Callable:
+    def register(fn: Callable) -> Callable:
+        METHODS[name] = Method(name, fn, needs, doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
+        return fn
+    return register
+
+
+def weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_k w_k A_k for (N, K) weights over (N, K, h, w) activations."""
+    return np.einsum("nk,nkhw->nhw", weights.astype(np.float32), acts.astype(np.float32))
+
+
+def first_component(batch: np.ndarray) -> np.ndarray:
+    """Projection on the first principal component of centred (h*w, K) activations, per image.
+
+    No sign fix, as in pytorch-grad-cam's get_2d_projection.
+    """
+    batch = np.nan_to_num(batch)
+    out = []
+    for acts in batch:
+        x = acts.reshape(acts.shape[0], -1).T
+        x = x - x.mean(axis=0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        out.append((x @ vt[0]).reshape(acts.shape[1:]))
+    return np.float32(out)

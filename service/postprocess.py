@@ -1,0 +1,60 @@
+"""Map post-processing shared by every method: ReLU, min-max, bilinear resize and multi-layer fusion."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+FUSIONS = ("mean", "max", "adaptive")
+
+
+def minmax(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
+    """Per-image (x - min) / (eps + max(x - min)) over the trailing two axes (pytorch-grad-cam's rule)."""
+    maps = maps - maps.min(axis=(-2, -1), keepdims=True)
+    return maps / (eps + maps.max(axis=(-2, -1), keepdims=True))
+
+
+def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear (cv2 INTER_LINEAR) resize of (..., h, w) maps to size = (H, W)."""
+    h, w = size
+    lead = maps.shape[:-2]
+    flat = np.ascontiguousarray(maps.reshape(-1, *maps.shape[-2:]), dtype=np.float32)
+    if flat.shape[-2:] == (h, w):
+        return flat.reshape(*lead, h, w)
+    out = np.stack([cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in flat])
+    return out.reshape(*lead, h, w)
+
+
+def scale(maps: np.ndarray, size: tuple[int, int], relu: bool = True) -> np.ndarray:
+    """One layer's raw (N, h, w) map -> (N, H, W) in [0, 1]: ReLU, min-max, then resize."""
+    if relu:
+        maps = np.maximum(maps, 0)
+    return resize(minmax(maps.astype(np.float32)), size)
+
+
+def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray] | None = None,
+         temperature: float = 1.0) -> np.ndarray:
+    """Fuse per-layer (N, H, W) maps already in [0, 1]; the result is min-maxed again.
+
+    mean: pytorch-grad-cam's average. max: torchcam's element-wise maximum. adaptive: softmax over
+    layers of a per-image evidence score (Integrative CAM reconstruction's layer weights).
+    """
+    stack = np.maximum(np.stack(scaled, axis=1), 0)          # (N, L, H, W)
+    if how == "mean":
+        fused = stack.mean(axis=1)
+    elif how == "max":
+        fused = stack.max(axis=1)
+    elif how == "adaptive":
+        if evidence is None:
+            raise ValueError("adaptive fusion needs gradients at every layer")
+        e = np.stack(evidence, axis=1) / temperature         # (N, L)
+        weights = np.exp(e - e.max(axis=1, keepdims=True))
+        weights /= weights.sum(axis=1, keepdims=True)
+        fused = (weights[:, :, None, None] * stack).sum(axis=1)
+    else:
+        raise ValueError(f"unknown fusion {how!r}; choose one of {FUSIONS}")
+    return minmax(fused).astype(np.float32)
+
+
+def layer_evidence(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
+    """Per-image mean of ReLU(grad) * activation: how much a layer's positive evidence carries."""
+    return (np.maximum(grads, 0) * acts).reshape(len(acts), -1).mean(axis=1)

@@ -1,0 +1,75 @@
+"""The only place that creates ONNX Runtime sessions: provider choice, threads, and the session cache."""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_works() -> bool:
+    """Whether a CUDA session really starts (the GPU wheel lists CUDA even without its libraries)."""
+    if CUDA not in ort.get_available_providers():
+        return False
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    probe = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y]))
+    ort.set_default_logger_severity(4)  # the failed CUDA load would print an error line per session
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA, CPU])
+        return CUDA in session.get_providers()
+    except Exception:
+        return False
+    finally:
+        ort.set_default_logger_severity(2)
+
+
+def default_providers() -> list[str]:
+    return [CUDA, CPU] if cuda_works() else [CPU]
+
+
+class Runtime:
+    """Sessions built once per key (graph kind + layers) and reused; safe to share between threads."""
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+        self.requested = list(providers) if providers else default_providers()
+        self.threads = threads
+        self._sessions: dict[tuple, ort.InferenceSession] = {}
+        self._lock = threading.Lock()
+        self.providers: list[str] = []
+
+    def _options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        return options
+
+    def session(self, key: tuple, build: Callable[[], onnx.ModelProto]) -> ort.InferenceSession:
+        with self._lock:
+            session = self._sessions.get(key)
+            if session is None:
+                model = build()
+                session = ort.InferenceSession(model.SerializeToString(), self._options(),
+                                               providers=self.requested)
+                # ORT lists CUDA as available even without its libraries and silently falls back
+                self.providers = session.get_providers()
+                self._sessions[key] = session
+            return session
+
+    def run(self, key: tuple, build: Callable[[], onnx.ModelProto], feeds: dict[str, np.ndarray]) -> dict:
+        session = self.session(key, build)
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, feeds)))
+
+    def cached_keys(self) -> list[tuple]:
+        return list(self._sessions)
