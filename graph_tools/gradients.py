@@ -74,7 +74,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onn
     if not layers and not input_gradient:
         raise GraphError("nothing to differentiate: give layers or input_gradient=True")
 
-    work = g.copy(model)
+    work = g.fold_constants(g.copy(model))
     graph = work.graph
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, ["N", info.num_classes]))

@@ -158,3 +158,51 @@ def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(keep)
     return model
+
+
+FOLD_LIMIT = 1 << 16   # elements; folding is for shape arithmetic, not for materialising weights
+
+
+def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Evaluate nodes whose inputs are all constants into initializers (in place; returns the model).
+
+    Exporters compute "same" padding and reshape targets from constants at run time; shape
+    inference cannot see through that, so without folding every later shape is unknown.
+    """
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    known = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    small = {name for name, value in known.items() if value.size <= FOLD_LIMIT}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            value = constant_value(graph, node.output[0])
+            if value is not None:
+                known[node.output[0]] = value
+                small.add(node.output[0])
+                graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+                continue
+        inputs = [i for i in node.input if i]
+        if node.domain not in ("", "ai.onnx") or not inputs or not all(i in small for i in inputs) \
+                or node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"):
+            keep.append(node)
+            continue
+        try:
+            single = helper.make_model(
+                helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output],
+                                  [numpy_helper.from_array(known[i], i) for i in set(inputs)]),
+                opset_imports=list(model.opset_import))
+            values = ReferenceEvaluator(single).run(None, {})
+        except Exception:  # an op the reference runtime lacks: leave it to ONNX Runtime
+            keep.append(node)
+            continue
+        for name, value in zip(node.output, values):
+            value = np.asarray(value)
+            known[name] = value
+            if value.size <= FOLD_LIMIT:
+                small.add(name)
+            graph.initializer.append(numpy_helper.from_array(value, name))
+    del graph.node[:]
+    graph.node.extend(keep)
+    return model

@@ -66,16 +66,14 @@ def _image_input(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, str]:
     shape = g.dims(value)
     if len(shape) != 4:
         raise GraphError(f"input {value.name!r} has rank {len(shape)}; an image input is 4-D (N,C,H,W)")
-    if shape[1] in (1, 3, 4):
-        return value, "NCHW"
-    if shape[3] in (1, 3, 4):
+    if shape[3] in (1, 3, 4) and shape[1] not in (1, 3, 4):
         return value, "NHWC"
-    raise GraphError(f"input {value.name!r} shape {shape} has no channel axis of 1, 3 or 4; not an image input")
+    return value, "NCHW"
 
 
 def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layout: str) -> onnx.ModelProto:
     """A copy whose input has static spatial dims, so shape inference can size every activation."""
-    probe = g.copy(model)
+    probe = g.fold_constants(g.copy(model))
     for inp in probe.graph.input:
         if inp.name == value.name:
             axes = (2, 3) if layout == "NCHW" else (1, 2)

@@ -48,7 +48,7 @@ class Explainer:
     def __init__(self, model: str | Path | bytes | onnx.ModelProto, providers: list[str] | None = None,
                  threads: int | None = None):
         try:
-            self.model = gt.load(model)
+            self.model = gt.fold_constants(gt.copy(gt.load(model)))
             self.info = gt.inspect(self.model)
         except gt.GraphError as error:
             raise BadRequest(str(error), "model") from error

@@ -1,0 +1,143 @@
+"""Times Grad-CAM and Integrative CAM on ResNet-50 (ONNX Runtime) against a plain forward and pytorch-grad-cam."""
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from pytorch_grad_cam import GradCAM  # noqa: E402
+
+from service import Explainer  # noqa: E402
+
+THREADS = 2
+SIZE = 224
+REPEATS = {1: 10, 32: 3}
+INTEGRATIVE_BUDGET_S = 60.0          # skip integrative at batch 32 if one batch-1 call predicts more than this
+CACHE = ROOT / ".cache" / "bench" / "resnet50.onnx"
+
+
+def build_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+def export(model: torch.nn.Module, path: Path) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(model, torch.zeros(1, 3, SIZE, SIZE), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+    return path
+
+
+def plain_session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall time of fn() in ms, after warm-up calls (which also build and cache any session)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def pgc_maps(cam: GradCAM, x: np.ndarray) -> np.ndarray:
+    return cam(input_tensor=torch.from_numpy(x), targets=None)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def measure(batch: int, explainer: Explainer, session: ort.InferenceSession, cam: GradCAM,
+            integrative: bool = True) -> list[dict]:
+    x = np.random.default_rng(batch).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
+    repeats = REPEATS[batch]
+    forward = median_ms(lambda: session.run(None, {"input": x}), repeats)
+    pgc = median_ms(lambda: pgc_maps(cam, x), repeats)
+    rows = [dict(batch=batch, method="gradcam", forward=forward, pgc=pgc,
+                 ours=median_ms(lambda: explainer.explain(x, "gradcam"), repeats))]
+    if integrative:
+        rows.append(dict(batch=batch, method="integrative", forward=forward, pgc=None,
+                         ours=median_ms(lambda: explainer.explain(x, "integrative"), repeats)))
+    else:
+        print(f"(integrative at batch {batch} skipped: predicted over {INTEGRATIVE_BUDGET_S:.0f} s)")
+    return rows
+
+
+def fits_budget(batch1_ms: float, batch: int) -> bool:
+    """Whether (warm-up + repeats) calls at this batch, scaled linearly from batch 1, fit the budget."""
+    return batch1_ms * batch * (1 + REPEATS[batch]) / 1e3 < INTEGRATIVE_BUDGET_S
+
+
+def check_equal(explainer: Explainer, cam: GradCAM) -> float:
+    x = np.random.default_rng(1).standard_normal((1, 3, SIZE, SIZE)).astype(np.float32)
+    return float(np.abs(explainer.explain(x, "gradcam") - pgc_maps(cam, x)).max())
+
+
+def table(rows: list[dict]) -> None:
+    print("| batch | method | ours ms | plain forward ms | pytorch-grad-cam ms | ours/forward | speedup vs pgc |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        pgc = f"{r['pgc']:.1f}" if r["pgc"] else "-"
+        speedup = f"{r['pgc'] / r['ours']:.2f}x" if r["pgc"] else "-"
+        print(f"| {r['batch']} | {r['method']} | {r['ours']:.1f} | {r['forward']:.1f} | {pgc} | "
+              f"{r['ours'] / r['forward']:.2f}x | {speedup} |")
+
+
+def targets(rows: list[dict]) -> None:
+    print("\ntargets: Grad-CAM <= 1.3x forward, >= 4x faster than pytorch-grad-cam; Integrative <= 4x forward")
+    for r in rows:
+        ratio = r["ours"] / r["forward"]
+        if r["method"] == "gradcam":
+            speedup = r["pgc"] / r["ours"]
+            print(f"  batch {r['batch']} gradcam: {ratio:.2f}x forward {verdict(ratio <= 1.3)}, "
+                  f"{speedup:.2f}x faster than pytorch-grad-cam {verdict(speedup >= 4)}")
+        else:
+            print(f"  batch {r['batch']} integrative: {ratio:.2f}x forward {verdict(ratio <= 4)}")
+
+
+def main() -> None:
+    torch.set_num_threads(THREADS)
+    model = build_model()
+    path = export(model, CACHE)
+    explainer = Explainer(path, threads=THREADS)
+    session = plain_session(path)
+    print(f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, threads={THREADS}")
+    print(f"onnxruntime provider: {explainer.provider}; torch {torch.__version__}, onnxruntime {ort.__version__}")
+    with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+        print(f"batch 1 max |ours - pytorch-grad-cam| Grad-CAM: {check_equal(explainer, cam):.2e}\n")
+        rows = measure(1, explainer, session, cam)
+        rows += measure(32, explainer, session, cam, integrative=fits_budget(rows[-1]["ours"], 32))
+    table(rows)
+    targets(rows)
+
+
+if __name__ == "__main__":
+    main()

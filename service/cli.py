@@ -1,0 +1,121 @@
+"""The `camserve` command line: inspect and rewrite ONNX graphs, explain an image with any method."""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import graph_tools as gt
+
+from .errors import BadRequest
+
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v2"
+
+
+def _option(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def cmd_inspect(args) -> None:
+    info = gt.inspect(args.model)
+    print(f"input   {info.input_name} {list(info.input_shape)} {info.layout}")
+    note = " (the graph's Softmax output is skipped)" if info.softmax_removed else ""
+    print(f"logits  {info.logits} classes={info.num_classes}{note}")
+    print(f"default layer  {info.default_layer}")
+    print(f"{len(info.layers)} candidate layers:")
+    width = max(len(layer.name) for layer in info.layers)
+    for layer in info.layers:
+        print(f"  {layer.name:<{width}}  {str(list(layer.shape)):<22} {layer.op}")
+
+
+def cmd_rewrite(args) -> None:
+    model = gt.make_batch_dynamic(gt.load(args.model))
+    layers = args.layers or [gt.inspect(model).default_layer]
+    if args.kind == "gradients":
+        model = gt.add_gradients(model, layers, input_gradient=args.input_gradient)
+    else:
+        model = gt.expose(model, layers)
+    onnx.save(model, args.output)
+    print(f"wrote {args.output}: inputs {[i.name for i in gt.graph.real_inputs(model.graph)]}, "
+          f"outputs {[o.name for o in model.graph.output]}")
+
+
+def cmd_explain(args) -> None:
+    from . import images
+    from .explainer import Explainer
+    from .model_config import load_config
+
+    options = dict(_option(o) for o in args.option)
+    config = load_config(args.model)
+    explainer = Explainer(config.path, threads=args.threads)
+    rgb = images.read(args.image)
+    x = images.to_tensor(rgb, config.preprocessing)
+    layers = args.layer or ([config.default_layer] if config.default_layer else None)
+    result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], layers,
+                                    args.fusion, **options)
+    cam = result.maps[0]
+    target = int(result.targets[0])
+    print(f"{args.method} on {config.name} ({explainer.provider}): class {target} '{config.label(target)}', "
+          f"layers {result.layers[:3]}{' ...' if len(result.layers) > 3 else ''}")
+    if args.save_map:
+        Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_map, cam)
+        print(f"wrote {args.save_map} {cam.shape} float32 in [0, 1]")
+    if args.out:
+        shown = images.fit(rgb, config.preprocessing)
+        images.write_png(args.out, images.overlay(shown, cam, alpha=args.alpha))
+        print(f"wrote {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="camserve", description="Class Activation Maps for any ONNX image CNN")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="print the model's input, logits and candidate target layers")
+    p.add_argument("model")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("rewrite", help="write an explainable graph (gradients or exposed activations)")
+    p.add_argument("model")
+    p.add_argument("--layers", nargs="*", default=None, help="ONNX tensor names (default: the default layer)")
+    p.add_argument("--kind", choices=["gradients", "forward"], default="gradients")
+    p.add_argument("--input-gradient", action="store_true")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_rewrite)
+
+    p = sub.add_parser("explain", help="explain one image")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
+    p.add_argument("--image", required=True)
+    p.add_argument("--method", default="gradcam")
+    p.add_argument("--target", type=int, default=None, help="class id (default: top-1)")
+    p.add_argument("--layer", action="append", default=None, help="target layer; repeat for several")
+    p.add_argument("--fusion", choices=["mean", "max", "adaptive"], default=None)
+    p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE; repeatable")
+    p.add_argument("--out", default=None, help="overlay PNG")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.add_argument("--save-map", default=None, help="raw map as .npy")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_explain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (BadRequest, gt.GraphError) as error:
+        print(f"camserve: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Locate a model and its config: a bare .onnx file, or a folder laid out like a Triton repository entry."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadRequest
+from .images import Preprocessing
+
+
+@dataclass
+class ModelConfig:
+    path: Path                                  # the .onnx file
+    name: str
+    labels: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    default_layer: str | None = None
+
+    def label(self, class_id: int) -> str:
+        return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
+
+
+def load_config(location: str | Path) -> ModelConfig:
+    """`model.onnx` (config.json beside it, if any) or `DIR` with `DIR/config.json` and `DIR/<version>/model.onnx`.
+
+    A folder resolves to its highest numeric version.
+    """
+    path = Path(location)
+    if path.is_dir():
+        versions = sorted((int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
+        candidates = [path / str(v) / "model.onnx" for v in reversed(versions)] + [path / "model.onnx"]
+        onnx_path = next((c for c in candidates if c.is_file()), None)
+        if onnx_path is None:
+            raise BadRequest(f"no model.onnx under {path} (expected {path}/<version>/model.onnx)", "model")
+        config_file, name = path / "config.json", path.name
+    elif path.is_file():
+        onnx_path, config_file, name = path, path.parent / "config.json", path.stem
+    else:
+        raise BadRequest(f"model {path} does not exist", "model")
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    return ModelConfig(onnx_path, config.get("name", name), list(config.get("labels", [])),
+                       Preprocessing.from_dict(config.get("preprocessing")), config.get("default_layer"))

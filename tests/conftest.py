@@ -1,0 +1,51 @@
+"""Shared fixtures: zoo models (ONNX + torch twins), cached Explainers, real input photos."""
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from service import Explainer  # noqa: E402
+from zoo import ZOO, photos  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+@lru_cache(maxsize=None)
+def explainer(name: str) -> Explainer:
+    return Explainer(ZOO[name].onnx_path(), threads=2)
+
+
+@lru_cache(maxsize=None)
+def torch_model(name: str) -> torch.nn.Module:
+    return ZOO[name].torch_model()
+
+
+@lru_cache(maxsize=None)
+def inputs(name: str) -> np.ndarray:
+    size = ZOO[name].size
+    if size == 224:
+        return photos()
+    return np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def get_explainer():
+    return explainer
+
+
+@pytest.fixture(scope="session")
+def get_torch():
+    return torch_model
+
+
+@pytest.fixture(scope="session")
+def get_inputs():
+    return inputs

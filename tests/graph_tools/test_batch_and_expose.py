@@ -1,0 +1,49 @@
+"""make_batch_dynamic on fixed-batch exports, and expose() of intermediate tensors."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import graph_tools as gt
+from zoo import ZOO
+
+
+def _run(model, x, outputs=None):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(outputs, {session.get_inputs()[0].name: x})
+
+
+@pytest.mark.parametrize("name", ["tinynet_batch1", "resnet18_batch1"])
+def test_fixed_batch_export_becomes_dynamic(name):
+    model = onnx.load(str(ZOO[name].onnx_path()))
+    size = ZOO[name].size
+    x = np.random.default_rng(0).normal(size=(3, 3, size, size)).astype(np.float32)
+    if name == "tinynet_batch1":  # its view(1, -1) baked the batch into a Reshape constant
+        with pytest.raises(Exception):
+            _run(model, x)
+    dynamic = gt.make_batch_dynamic(model)
+    batched = _run(dynamic, x)[0]
+    singles = np.concatenate([_run(model, x[i:i + 1])[0] for i in range(3)])
+    np.testing.assert_allclose(batched, singles, rtol=1e-5, atol=1e-5)
+    assert dynamic.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+
+
+def test_dynamic_model_is_left_equal():
+    model = onnx.load(str(ZOO["resnet18"].onnx_path()))
+    x = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
+    np.testing.assert_array_equal(_run(gt.make_batch_dynamic(model), x)[0], _run(model, x)[0])
+
+
+def test_expose_returns_intermediate_tensors():
+    model = onnx.load(str(ZOO["resnet18"].onnx_path()))
+    layer = gt.inspect(model).default_layer
+    exposed = gt.expose(model, [layer])
+    assert [o.name for o in exposed.graph.output] == ["output", layer]
+    x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    logits, acts = _run(exposed, x)
+    assert acts.shape == (1, 512, 7, 7)
+    np.testing.assert_allclose(logits, _run(model, x)[0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(gt.GraphError, match="not produced"):
+        gt.expose(model, ["nope"])

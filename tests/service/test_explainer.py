@@ -1,0 +1,166 @@
+"""Explainer behaviour: every method runs, batches equal single calls, class weights, errors for bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service import BadRequest
+from service.methods import METHODS
+from zoo import ZOO
+
+ALL = ["cam", "gradcam", "hirescam", "gradcam-elementwise", "gradcam++", "xgradcam", "layercam", "eigencam",
+       "eigengradcam", "fullgrad", "smoothgradcam++", "integrative"]
+
+
+def test_the_issue_methods_are_registered():
+    assert set(ALL) <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_every_method_gives_normalised_maps_at_input_size(method, get_explainer, get_inputs):
+    maps = get_explainer("real_mobilenet_v2").explain(get_inputs("real_mobilenet_v2"), method)
+    assert maps.shape == (2, 224, 224) and maps.dtype == np.float32
+    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1
+    assert np.allclose(maps.reshape(2, -1).max(1), 1, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gradcam", "fullgrad", "integrative", "cam", "eigencam"])
+def test_a_batch_of_four_equals_four_single_calls(method, get_explainer):
+    explainer = get_explainer("resnet18")
+    x = np.random.default_rng(3).normal(size=(4, 3, 224, 224)).astype(np.float32)
+    batch = explainer.explain(x, method)
+    singles = np.concatenate([explainer.explain(x[i:i + 1], method) for i in range(4)])
+    assert np.abs(batch - singles).max() <= 1e-4
+
+
+def test_targets_select_the_class_and_explanations_report_it(get_explainer, get_inputs):
+    explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
+    top = explainer.explain_full(x, "gradcam")
+    assert list(top.targets) == [285, 967]           # Egyptian cat, espresso
+    other = explainer.explain_full(x, "gradcam", targets=[281, 504])
+    assert list(other.targets) == [281, 504]
+    assert np.abs(other.maps - top.maps).max() > 0.05
+    same = explainer.explain(x, "gradcam", targets=[285, 967])
+    np.testing.assert_array_equal(same, top.maps)
+
+
+def test_multilabel_weights_are_linear_in_the_raw_maps(get_explainer, get_inputs):
+    explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
+    rows = lambda ids: np.eye(1000, dtype=np.float32)[ids]  # noqa: E731
+    _, a = explainer.explain(x, "gradcam", targets=rows([285, 967]), return_layers=True)
+    _, b = explainer.explain(x, "gradcam", targets=rows([281, 504]), return_layers=True)
+    _, mix = explainer.explain(x, "gradcam", targets=rows([285, 967]) + rows([281, 504]), return_layers=True)
+    (layer,) = mix
+    np.testing.assert_allclose(mix[layer], a[layer] + b[layer], rtol=1e-4, atol=1e-4)
+
+
+def test_fusions_and_per_layer_maps(get_explainer, get_inputs):
+    explainer, x = get_explainer("resnet18"), get_inputs("resnet18")
+    layers = [layer.name for layer in explainer.layers()][-8::4]
+    for fusion in ("mean", "max", "adaptive"):
+        maps, per_layer = explainer.explain(x, "layercam", layers=layers, fusion=fusion, return_layers=True)
+        assert maps.shape == (2, 224, 224) and list(per_layer) == layers
+    with pytest.raises(BadRequest, match="adaptive fusion"):
+        explainer.explain(x, "eigencam", fusion="adaptive")
+
+
+def test_smooth_gradcam_noise_is_seeded_or_passed(get_explainer, get_inputs):
+    explainer, x = get_explainer("resnet18"), get_inputs("resnet18")
+    a = explainer.explain(x, "smoothgradcam++", seed=1)
+    np.testing.assert_array_equal(a, explainer.explain(x, "smoothgradcam++", seed=1))
+    assert np.abs(a - explainer.explain(x, "smoothgradcam++", seed=2)).max() > 1e-3
+    noise = np.random.default_rng(1).normal(0.0, 0.3, size=(4, *x.shape))
+    np.testing.assert_allclose(explainer.explain(x, "smoothgradcam++", noise=noise), a, atol=1e-5)
+    with pytest.raises(BadRequest, match="noise must have shape"):
+        explainer.explain(x, "smoothgradcam++", noise=np.zeros((4, 1, 3, 2, 2)))
+
+
+def test_integrative_options(get_explainer, get_inputs):
+    explainer, x = get_explainer("resnet18"), get_inputs("resnet18")
+    base = explainer.explain_full(x, "integrative")
+    assert base.fusion == "adaptive" and len(base.layers) == 20        # every conv of ResNet-18
+    soft = explainer.explain(x, "integrative", score="softmax", tanh=True, temperature=0.5)
+    assert soft.shape == base.maps.shape and np.abs(soft - base.maps).max() > 1e-3
+    with pytest.raises(BadRequest, match="score must be"):
+        explainer.explain(x, "integrative", score="cubic")
+
+
+def test_nhwc_models_take_nchw_input(tmp_path):
+    import torch
+
+    class NHWC(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).mean((2, 3)))
+
+    from service import Explainer
+    model = NHWC().eval()
+    path = tmp_path / "nhwc.onnx"
+    torch.onnx.export(model, torch.zeros(1, 16, 16, 3), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N"}})
+    explainer = Explainer(path)
+    x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
+    expected = model(torch.from_numpy(x).permute(0, 2, 3, 1)).detach().numpy()
+    np.testing.assert_allclose(explainer.predict(x), expected, rtol=1e-4, atol=1e-5)
+    assert explainer.explain(x, "fullgrad").shape == (2, 16, 16)
+
+
+BAD_INPUTS = [
+    (np.zeros((2, 3, 224), np.float32), "must be \\(N, C, H, W\\)"),
+    (np.zeros((1, 4, 224, 224), np.float32), "4 channels"),
+    (np.zeros((1, 3, 100, 224), np.float32), "takes 224x224"),
+    (np.full((1, 3, 224, 224), np.nan, np.float32), "NaN or Inf"),
+    (np.zeros((1, 3, 224, 224), np.int32), "float32"),
+    (np.zeros((0, 3, 224, 224), np.float32), "empty"),
+]
+
+
+@pytest.mark.parametrize("x,match", BAD_INPUTS)
+def test_bad_tensors_get_clear_errors(x, match, get_explainer):
+    with pytest.raises(BadRequest, match=match) as error:
+        get_explainer("real_mobilenet_v2").explain(x, "gradcam")
+    assert error.value.field == "input"
+
+
+@pytest.mark.parametrize("kwargs,field,match", [
+    ({"method": "nope"}, "method", "unknown method 'nope'; available: cam, eigencam"),
+    ({"layers": ["nope"]}, "layers", "unknown layer 'nope'; candidates"),
+    ({"targets": [1000, 1]}, "targets", "class id 1000 out of range \\[0, 1000\\)"),
+    ({"targets": [-1, 1]}, "targets", "class id -1 out of range"),
+    ({"targets": [1]}, "targets", "one class id per image"),
+    ({"targets": np.zeros((2, 10))}, "targets", "class weights must be \\(2, 1000\\)"),
+    ({"method": "gradcam", "alpha": 1}, "options", "has no option 'alpha'"),
+    ({"fusion": "median"}, "fusion", "unknown fusion"),
+    ({"method": "cam", "layers": ["/features/features.0/features.0.0/Conv_output_0"]}, "layers",
+     "global average pooling"),
+])
+def test_bad_requests_name_the_problem(kwargs, field, match, get_explainer, get_inputs):
+    explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
+    with pytest.raises(BadRequest, match=match) as error:
+        explainer.explain(x, **kwargs)
+    assert error.value.field == field
+    assert explainer.explain(x, "gradcam").shape == (2, 224, 224)   # still serving after the error
+
+
+def test_bad_models_are_refused_with_the_reason(tmp_path):
+    from service import Explainer
+    path = tmp_path / "junk.onnx"
+    path.write_bytes(b"not a model")
+    with pytest.raises(BadRequest, match="cannot load the model"):
+        Explainer(path)
+    with pytest.raises(BadRequest, match="cannot load the model"):
+        Explainer(tmp_path / "missing.onnx")
+
+
+def test_provider_is_reported_and_sessions_are_cached(get_explainer, get_inputs):
+    explainer = get_explainer("real_mobilenet_v2")
+    assert explainer.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    explainer.explain(get_inputs("real_mobilenet_v2"), "gradcam")
+    explainer.explain(get_inputs("real_mobilenet_v2"), "layercam")
+    keys = explainer.runtime.cached_keys()
+    assert len([k for k in keys if k[0] == "gradients"]) == len(set(k for k in keys if k[0] == "gradients"))
+    assert ("gradients", (ZOO["real_mobilenet_v2"].onnx_layer(),), False) in keys

