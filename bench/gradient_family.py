@@ -20,7 +20,7 @@ from service import Explainer  # noqa: E402
 THREADS = 2
 SIZE = 224
 REPEATS = {1: 10, 32: 3}
-INTEGRATIVE_BUDGET_S = 60.0          # skip integrative at batch 32 if one batch-1 call predicts more than this
+INTEGRATIVE_BUDGET_S = 60.0          # skip integrative at batch 32 when its predicted total (from batch 1) exceeds this
 CACHE = ROOT / ".cache" / "bench" / "resnet50.onnx"
 
 

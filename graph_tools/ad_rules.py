@@ -2,13 +2,14 @@
 
 onnx-ad's Conv and pooling adjoints ask for a fully static input shape, but they only read the
 channel count and the spatial size; a symbolic batch (which every served graph has) made them
-refuse. These versions read just what they use. Importing this module installs them.
+refuse. These versions read just what they use, and broadcasting adjoints of batch tensors skip
+run-time axis arithmetic. Importing this module installs them.
 """
 from __future__ import annotations
 
 import numpy as np
 from onnx_ad import rules
-from onnx_ad._build import UnsupportedOperator
+from onnx_ad._build import Context, UnsupportedOperator
 
 
 def _known(ctx, name: str, axes: slice, what: str) -> list[int]:
@@ -57,3 +58,24 @@ def _window_spread(ctx, node, attrs, value):
 
 rules._ones_kernel = _ones_kernel
 rules._window_spread = _window_spread
+
+
+_unbroadcast = Context.unbroadcast
+
+
+def _unbroadcast_batch(self, value, source_rank, target):
+    """Sum an adjoint back to `target`'s shape without run-time axis arithmetic for batch tensors.
+
+    onnx-ad computes the broadcast axes at run time whenever a shape has a symbolic dim, so every
+    residual Add got Shape/Equal/NonZero/ReduceSum nodes that reduce nothing but copy the tensor.
+    In an image graph the only symbolic leading dim is the batch, which is never broadcast, so a
+    target whose other dims are static needs only its static 1-dims reduced.
+    """
+    shape = self.shapes.shape(target)
+    if shape and len(shape) == source_rank and shape[0] is None and None not in shape[1:]:
+        axes = [i for i, d in enumerate(shape) if i and d == 1]
+        return self.reduce_sum(value, axes, keepdims=1) if axes else value
+    return _unbroadcast(self, value, source_rank, target)
+
+
+Context.unbroadcast = _unbroadcast_batch

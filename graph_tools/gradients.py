@@ -54,12 +54,14 @@ def bias_terms(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
     return terms
 
 
-def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onnx.ModelProto:
+def add_gradients(model, layers: list[str], input_gradient: bool = False,
+                  activations: list[str] | None = None) -> onnx.ModelProto:
     """A graph with inputs (image, class_weights) and outputs, in this order:
 
-    `logits`, the activation of each layer (its own tensor name), `grad::<layer>` for each layer,
-    and `grad::<input>` when `input_gradient` is set. Gradients are of sum(class_weights * logits)
-    per image; the batch axis must already be dynamic (see make_batch_dynamic).
+    `logits`, the activation of each layer (its own tensor name; only those in `activations` when
+    given), `grad::<layer>` for each layer, and `grad::<input>` when `input_gradient` is set.
+    Gradients are of sum(class_weights * logits) per image; the batch axis must already be dynamic
+    (see make_batch_dynamic).
     """
     model = load(model)
     if g.opset(model) < 9:
@@ -100,7 +102,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False) -> onn
     outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
     if info.logits != LOGITS:
         nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
-    outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in layers]
+    shown = layers if activations is None else [name for name in layers if name in set(activations)]
+    outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in shown]
     drop_axis = g.constant_node("grad::drop_seed_axis", np.zeros(4, np.int64))
     nodes.append(drop_axis)
     for adjoint, name in zip(adjoints, wrt):

@@ -90,9 +90,10 @@ class Explainer:
             return {}
         return self.runtime.run(key, build, {self.info.input_name: self._feed(x)})
 
-    def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool) -> dict:
-        key = ("gradients", tuple(layers), input_gradient)
-        build = lambda: gt.add_gradients(self._dynamic, layers, input_gradient)  # noqa: E731
+    def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool,
+                   activations: list[str] | None = None) -> dict:
+        key = ("gradients", tuple(layers), input_gradient, tuple(activations or layers))
+        build = lambda: gt.add_gradients(self._dynamic, layers, input_gradient, activations)  # noqa: E731
         out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
         out[self.info.logits] = out[gt.LOGITS]
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
@@ -133,19 +134,16 @@ class Explainer:
             maps = spec.fn(run).astype(np.float32)
             return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum")
         raw, scaled, evidence = {}, [], []
-        fn_options = {k: v for k, v in options.items() if k in spec.fn.__code__.co_varnames}
         for ev in run.layers:
             try:
-                raw[ev.name] = spec.fn(ev, **fn_options).astype(np.float32)
+                raw[ev.name] = spec.layer_map(ev, options)
             except ValueError as error:
                 raise BadRequest(str(error), "options") from error
             scaled.append(postprocess.scale(raw[ev.name], size, relu=spec.relu))
             if fusion == "adaptive":
                 acts, grads = (ev.acts[0], ev.grads[0]) if spec.needs.noisy_copies else (ev.acts, ev.grads)
                 evidence.append(postprocess.layer_evidence(acts, grads))
-        if options.get("tanh"):
-            scaled = [np.tanh(2 * m / (m.max(axis=(-2, -1), keepdims=True) + 1e-7)) for m in scaled]
-        maps = postprocess.fuse(scaled, fusion, evidence, options.get("temperature", 1.0))
+        maps = postprocess.fuse(scaled, fusion, evidence, options.get("temperature", 1.0), options.get("tanh", False))
         return Explanation(maps, method, [ev.name for ev in run.layers], run.class_weights.argmax(1),
                            run.logits, fusion, raw)
 
@@ -172,7 +170,7 @@ class Explainer:
             out = {k: v.reshape(copies, len(x), *v.shape[1:]) for k, v in out.items()}
             logits = out[self.info.logits][0]
         else:
-            out = self._gradients(graph_layers, x, rows, needs.input_gradient)
+            out = self._gradients(graph_layers, x, rows, needs.input_gradient, layers)
             logits = out[self.info.logits]
             rows = _resolve_top1(rows, logits)
         classifier = gt.classifier_weights(self.model, layers[0]) if needs.classifier else None

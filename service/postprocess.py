@@ -32,13 +32,16 @@ def scale(maps: np.ndarray, size: tuple[int, int], relu: bool = True) -> np.ndar
 
 
 def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray] | None = None,
-         temperature: float = 1.0) -> np.ndarray:
+         temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
     """Fuse per-layer (N, H, W) maps already in [0, 1]; the result is min-maxed again.
 
     mean: pytorch-grad-cam's average. max: torchcam's element-wise maximum. adaptive: softmax over
     layers of a per-image evidence score (Integrative CAM reconstruction's layer weights).
+    tanh: LayerCAM's tanh(2 M / max M) scaling of every layer first (torchcam, gamma = 2).
     """
     stack = np.maximum(np.stack(scaled, axis=1), 0)          # (N, L, H, W)
+    if tanh:
+        stack = np.tanh(2 * stack / (stack.max(axis=(-2, -1), keepdims=True) + 1e-7))
     if how == "mean":
         fused = stack.mean(axis=1)
     elif how == "max":

@@ -1,6 +1,7 @@
 """The method registry: each method is a small weight function that declares the graph run it needs."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,6 +48,11 @@ class Method:
     fusion: str = "mean"
     cost: str = "1 forward + 1 backward"
     doc: str = ""
+
+    def layer_map(self, evidence: "Evidence", options: dict[str, Any]) -> np.ndarray:
+        """The raw (N, h, w) map of one layer, passing the function only the options it declares."""
+        accepted = inspect.signature(self.fn).parameters
+        return self.fn(evidence, **{k: v for k, v in options.items() if k in accepted}).astype(np.float32)
 
     def bind(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - set(self.options))

@@ -32,19 +32,27 @@ def gradcam_elementwise(ev: Evidence) -> np.ndarray:
     return np.maximum(ev.grads * ev.acts, 0).sum(axis=1)
 
 
-def plusplus_alpha(acts: np.ndarray, g2: np.ndarray, g3: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """Grad-CAM++'s alpha = g^2 / (2 g^2 + sum_ab A(a,b) g^3 + eps), zero where the gradient is zero."""
-    sum_acts = acts.sum(axis=(2, 3), keepdims=True)
-    alpha = g2 / (2 * g2 + sum_acts * g3 + eps)
-    return np.where(g2 != 0, alpha, 0)
+def plusplus_weights(acts: np.ndarray, grads: np.ndarray, ratio=1.0, eps: float = 1e-6) -> np.ndarray:
+    """Grad-CAM++ channel weights w_k = sum_ij alpha_k(i,j) ReLU(g_k(i,j)).
+
+    alpha = g^2 / (2 g^2 + ratio * sum_ab A_k(a,b) * g^3 + eps). Only g > 0 survives the ReLU, where
+    alpha * g = g^3 / (2 g^2 + ratio S g^3 + eps), so alpha is never formed (and g = 0 gives 0, as
+    pytorch-grad-cam's explicit mask does). Products, not `**`: numpy's float32 power is ~30x slower.
+    """
+    spatial = ratio * acts.sum(axis=(2, 3), keepdims=True)
+    g = np.maximum(grads, 0)
+    g2 = g * g
+    g3 = g2 * g
+    denominator = np.multiply(spatial, g3)
+    denominator += 2 * g2
+    denominator += eps
+    return np.divide(g3, denominator, out=g3).sum(axis=(2, 3))
 
 
 @method("gradcam++", needs=GRADS)
 def gradcam_plusplus(ev: Evidence) -> np.ndarray:
     """Grad-CAM++ (pytorch-grad-cam's closed form for exponential scores)."""
-    g = ev.grads
-    alpha = plusplus_alpha(ev.acts, g ** 2, g ** 3)
-    return weighted_sum(ev.acts, (alpha * np.maximum(g, 0)).sum(axis=(2, 3)))
+    return weighted_sum(ev.acts, plusplus_weights(ev.acts, ev.grads))
 
 
 @method("xgradcam", needs=GRADS)

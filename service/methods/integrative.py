@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Evidence, Needs, method, weighted_sum
-from .gradient import plusplus_alpha
+from .gradient import plusplus_weights
 
 
 def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
@@ -30,9 +30,7 @@ def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndar
         cost="1 forward + 1 full backward")
 def integrative(ev: Evidence, score: str = "exp", temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
     """Integrative CAM (reconstruction): generalised-alpha weights plus a bias term, at every conv layer."""
-    g = ev.grads
     r = _ratio(score, ev.logits, ev.class_weights)[:, None, None, None]
-    alpha = plusplus_alpha(ev.acts, g ** 2, r * g ** 3)
-    weights = (alpha * np.maximum(g, 0)).sum(axis=(2, 3))
+    weights = plusplus_weights(ev.acts, ev.grads, r)
     bias_term = np.einsum("k,nkhw->nhw", ev.bias, ev.pre_grads)
     return weighted_sum(ev.acts, weights) + bias_term

@@ -16,8 +16,9 @@ def smooth_gradcam_plusplus(ev: Evidence) -> np.ndarray:
     """
     clean, noisy = ev.acts[0], ev.acts[1:]
     grads = ev.grads[1:]
-    g2 = (grads ** 2).mean(axis=0)
-    g3 = (grads ** 3).mean(axis=0)
+    squares = grads * grads
+    g2 = squares.mean(axis=0)
+    g3 = (squares * grads).mean(axis=0)
     spatial = (g3 * clean).sum(axis=(2, 3), keepdims=True)
     alpha = g2 / (2 * g2 + spatial + 1e-8)
     weights = (alpha * np.maximum(grads[-1], 0)).sum(axis=(2, 3))

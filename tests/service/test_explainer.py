@@ -163,4 +163,5 @@ def test_provider_is_reported_and_sessions_are_cached(get_explainer, get_inputs)
     explainer.explain(get_inputs("real_mobilenet_v2"), "layercam")
     keys = explainer.runtime.cached_keys()
     assert len([k for k in keys if k[0] == "gradients"]) == len(set(k for k in keys if k[0] == "gradients"))
-    assert ("gradients", (ZOO["real_mobilenet_v2"].onnx_layer(),), False) in keys
+    layer = ZOO["real_mobilenet_v2"].onnx_layer()
+    assert ("gradients", (layer,), False, (layer,)) in keys
