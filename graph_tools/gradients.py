@@ -92,12 +92,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
     adjoints = [o.name for o in graph.output if o.name != info.logits]
 
-    nodes = []
-    for name in layers:
-        shape = name + "::shape"
-        nodes.append(helper.make_node("Shape", [name], [shape]))
-        nodes.append(helper.make_node("ConstantOfShape", [shape], [_DELTA + name],
-                                      value=numpy_helper.from_array(np.zeros(1, np.float32))))
+    nodes = _drop_deltas(graph, layers)
     nodes += _seed_nodes(reversed_, info.logits, seed)
     outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
     if info.logits != LOGITS:
@@ -145,6 +140,36 @@ def _shift(model: onnx.ModelProto, layers: list[str]) -> None:
         graph.input.append(helper.make_tensor_value_info(_DELTA + name, TensorProto.FLOAT, shape))
         graph.node.append(helper.make_node("Add", [name, _DELTA + name], [name + _SHIFTED]))
     g.toposort(graph)
+
+
+def _drop_deltas(graph: onnx.GraphProto, layers: list[str]) -> list[onnx.NodeProto]:
+    """Remove the zero shifts again; returns the nodes that must make zeros where that is not possible.
+
+    The adjoint of a linear shift never reads the shift's values, only (through Shape) its shape,
+    which is the layer's own. So `A + delta` becomes `Identity(A)` and `Shape(delta)` reads A: the
+    run keeps its fusions (Conv + Relu) and allocates no zero tensors. A delta read any other way
+    is made by ConstantOfShape(Shape(A)).
+    """
+    users = g.consumers(graph)
+    zeros = []
+    for name in layers:
+        delta = _DELTA + name
+        readers = users.get(delta, [])
+        shift = [n for n in readers if n.op_type == "Add" and n.output[0] == name + _SHIFTED]
+        if all(n.op_type == "Shape" for n in readers if n not in shift):
+            for node in readers:
+                if node in shift:
+                    node.op_type = "Identity"
+                    del node.input[:]
+                    node.input.append(name)
+                else:
+                    node.input[0] = name
+            continue
+        shape = name + "::shape"
+        zeros.append(helper.make_node("Shape", [name], [shape]))
+        zeros.append(helper.make_node("ConstantOfShape", [shape], [delta],
+                                      value=numpy_helper.from_array(np.zeros(1, np.float32))))
+    return zeros
 
 
 def _seed_nodes(model: onnx.ModelProto, logits: str, seed: str) -> list[onnx.NodeProto]:
