@@ -207,7 +207,10 @@ class Explainer:
             self.info.check_layers(layers)
         except gt.GraphError as error:
             raise BadRequest(str(error), "layers") from error
-        if spec.needs.classifier and len(layers) == 1:
+        if spec.needs.classifier:
+            if len(layers) != 1:
+                raise BadRequest(f"{spec.name!r} explains one layer, the one feeding the classifier; "
+                                 f"got {len(layers)}", "layers")
             try:
                 gt.classifier_weights(self.model, layers[0])
             except gt.GraphError as error:

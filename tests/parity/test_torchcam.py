@@ -13,14 +13,16 @@ from torchcam.methods import CAM, LayerCAM, SmoothGradCAMpp
 from zoo import ZOO
 
 TOL = 1e-3
-MODELS = ["resnet18", "resnet50", "mobilenet_v2", "real_mobilenet_v2", "real_efficientnet_lite0"]
+MODELS = ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_b0", "densenet121", "real_mobilenet_v2",
+          "real_efficientnet_lite0"]
 FC = {"resnet18": "fc", "resnet50": "fc", "mobilenet_v2": "classifier.1", "real_mobilenet_v2": "classifier.1",
-      "real_efficientnet_lite0": "_fc"}
+      "efficientnet_b0": "classifier.1", "densenet121": "classifier", "real_efficientnet_lite0": "_fc"}
 
 
 # CAM needs the tensor that feeds global pooling: EfficientNet-Lite applies its shared ReLU6 `_swish`
 # after `_bn1`; torchcam keeps the last call of a shared module, which is that head activation.
-CAM_TARGET = {"real_efficientnet_lite0": "_swish"}
+# DenseNet's forward applies an in-place ReLU to `features`, which torchcam's stored activation sees.
+CAM_TARGET = {"real_efficientnet_lite0": "_swish", "densenet121": "features"}
 
 
 def torchcam_normalise(maps: np.ndarray, relu: bool) -> np.ndarray:
@@ -46,7 +48,7 @@ def test_cam_equals_torchcam(name, get_explainer, get_torch, get_inputs):
     assert np.abs(ours - ref).max() <= TOL
 
 
-@pytest.mark.parametrize("name", ["resnet18", "real_mobilenet_v2", "real_efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_b0", "real_mobilenet_v2", "real_efficientnet_lite0"])
 def test_smooth_gradcam_plusplus_equals_torchcam_with_the_same_noise(name, get_explainer, get_torch, get_inputs):
     zoo, model, x = ZOO[name], get_torch(name), get_inputs(name)
     noise = np.random.default_rng(7).normal(0.0, 0.3, size=(4, *x.shape)).astype(np.float32)

@@ -137,6 +137,8 @@ def test_bad_tensors_get_clear_errors(x, match, get_explainer):
     ({"fusion": "median"}, "fusion", "unknown fusion"),
     ({"method": "cam", "layers": ["/features/features.0/features.0.0/Conv_output_0"]}, "layers",
      "global average pooling"),
+    ({"method": "cam", "layers": ["/features/features.17/conv/conv.2/Conv_output_0",
+                                  "/features/features.18/features.18.2/Clip_output_0"]}, "layers", "one layer"),
 ])
 def test_bad_requests_name_the_problem(kwargs, field, match, get_explainer, get_inputs):
     explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
