@@ -1,11 +1,11 @@
 """Pure ONNX -> ONNX transforms that make any image CNN explainable (no runtime imported here)."""
-from .batch import make_batch_dynamic
+from .batch import fix_spatial_size, make_batch_dynamic
 from .errors import GraphError
 from .expose import expose
 from .gradients import CLASS_WEIGHTS, GRAD_PREFIX, LOGITS, add_gradients, bias_terms, conv_blocks
 from .graph import copy, fold_constants
 from .model_info import Layer, ModelInfo, classifier_weights, inspect, load
 
-__all__ = ["GraphError", "Layer", "ModelInfo", "inspect", "load", "make_batch_dynamic", "expose",
+__all__ = ["GraphError", "Layer", "ModelInfo", "inspect", "load", "make_batch_dynamic", "fix_spatial_size", "expose",
            "add_gradients", "bias_terms", "conv_blocks", "classifier_weights", "GRAD_PREFIX",
            "CLASS_WEIGHTS", "LOGITS", "copy", "fold_constants"]

@@ -6,6 +6,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import graph as g
+from .errors import GraphError
 
 BATCH = "N"
 
@@ -56,3 +57,26 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
             inits[new_name] = tensor
         node.input[1] = new_name
     return g.prune(result)  # constants that only those Reshapes used are dead now
+
+
+def fix_spatial_size(model: onnx.ModelProto, height: int, width: int) -> onnx.ModelProto:
+    """A copy whose image input has static height and width (the batch stays as it is).
+
+    Gradient graphs need static spatial sizes (a transposed convolution must know how much output
+    to keep), so models exported with symbolic H and W get one such copy per input size.
+    """
+    from .model_info import inspect
+
+    info = inspect(model)
+    result = g.copy(model)
+    axes = (2, 3) if info.layout == "NCHW" else (1, 2)
+    for value in result.graph.input:
+        if value.name == info.input_name:
+            for axis, size in zip(axes, (height, width)):
+                dim = value.type.tensor_type.shape.dim[axis]
+                if dim.HasField("dim_value") and dim.dim_value != size:
+                    raise GraphError(f"input {value.name!r} is fixed at {dim.dim_value} on axis {axis}, not {size}")
+                dim.Clear()
+                dim.dim_value = size
+    del result.graph.value_info[:]
+    return result

@@ -87,7 +87,10 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
         work = _upgraded(work)
     work = onnx.shape_inference.infer_shapes(work)  # reverse Conv needs its input shapes declared
-    reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
+    try:
+        reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
+    except onnx_ad.UnsupportedOperator as error:
+        raise GraphError(f"cannot differentiate this graph: {error}") from error
     graph = reversed_.graph
     seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
     adjoints = [o.name for o in graph.output if o.name != info.logits]

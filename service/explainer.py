@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
@@ -82,6 +83,15 @@ class Explainer:
     def _feed(self, x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.info.layout == "NHWC" else x
 
+    def _base(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
+        """The graph to differentiate for this input, and its cache-key part: models with symbolic H
+        and W get a static-size copy per input size (transposed convolutions need static sizes)."""
+        spatial = self.info.input_shape[2:] if self.info.layout == "NCHW" else self.info.input_shape[1:3]
+        if all(isinstance(d, int) for d in spatial):
+            return (), lambda: self._dynamic
+        size = tuple(x.shape[2:])
+        return (size,), lambda: gt.fix_spatial_size(self._dynamic, *size)
+
     def _forward(self, layers: list[str], x: np.ndarray | None = None) -> dict:
         key = ("forward", tuple(layers))
         build = lambda: gt.expose(self._dynamic, [self.info.logits, *layers])  # noqa: E731
@@ -92,8 +102,9 @@ class Explainer:
 
     def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool,
                    activations: list[str] | None = None) -> dict:
-        key = ("gradients", tuple(layers), input_gradient, tuple(activations or layers))
-        build = lambda: gt.add_gradients(self._dynamic, layers, input_gradient, activations)  # noqa: E731
+        size, base = self._base(x)
+        key = ("gradients", tuple(layers), input_gradient, tuple(activations or layers), *size)
+        build = lambda: gt.add_gradients(base(), layers, input_gradient, activations)  # noqa: E731
         out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
         out[self.info.logits] = out[gt.LOGITS]
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)

@@ -167,3 +167,25 @@ def test_provider_is_reported_and_sessions_are_cached(get_explainer, get_inputs)
     assert len([k for k in keys if k[0] == "gradients"]) == len(set(k for k in keys if k[0] == "gradients"))
     layer = ZOO["real_mobilenet_v2"].onnx_layer()
     assert ("gradients", (layer,), False, (layer,)) in keys
+
+
+def test_models_with_symbolic_height_and_width_explain_any_size(tmp_path):
+    import torch
+    import torchvision
+
+    from service import Explainer
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    path = tmp_path / "any_size.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 160, 160), str(path), dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}})
+    explainer = Explainer(path)
+    for size in (128, 192):
+        x = np.random.default_rng(size).normal(size=(2, 3, size, size)).astype(np.float32)
+        for method in ("gradcam", "fullgrad"):
+            maps = explainer.explain(x, method)
+            assert maps.shape == (2, size, size) and np.isfinite(maps).all()
+        from pytorch_grad_cam import GradCAM
+        with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+            ref = cam(input_tensor=torch.from_numpy(x), targets=None)
+        assert np.abs(explainer.explain(x, "gradcam") - ref).max() <= 1e-3
