@@ -7,6 +7,7 @@ from onnx import numpy_helper
 
 from . import graph as g
 from .errors import GraphError
+from .model_info import inspect
 
 BATCH = "N"
 
@@ -29,28 +30,34 @@ def _set_batch(values) -> int | None:
 def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy whose inputs and outputs take any batch size.
 
-    Reshape targets whose leading entry equals the baked batch become 0 ("copy the input's batch"),
-    which stays valid when the constant also holds a -1 elsewhere. A constant shared with other
-    consumers is cloned first so only Reshape shapes change.
+    Reshape targets whose leading entry equals the baked batch, on data computed from the image,
+    become 0 ("copy the input's batch"; -1 under allowzero=1, when the target has no -1 yet), which
+    stays valid when the constant also holds a -1 elsewhere. A constant shared with other consumers
+    is cloned first so only those Reshape shapes change.
     """
     result = g.copy(model)
     graph = result.graph
-    fixed = _set_batch(g.real_inputs(graph))
-    _set_batch(graph.output)
+    inputs = g.real_inputs(graph)
+    fixed = _set_batch(inputs)
+    fixed = _set_batch(graph.output) or fixed
     del graph.value_info[:]
     if not fixed:
         return result
+    from_image = set().union(*(g.descendants(graph, i.name) for i in inputs))
     inits = g.initializers(graph)
     for node in graph.node:
-        if node.op_type != "Reshape" or len(node.input) < 2:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[0] not in from_image:
             continue
         shape_name = node.input[1]
         value = g.constant_value(graph, shape_name)
         if value is None or value.ndim != 1 or value.size < 2 or value[0] != fixed:
             continue
+        allowzero = any(a.name == "allowzero" and a.i == 1 for a in node.attribute)
+        if allowzero and -1 in value:
+            continue
         new_value = value.copy()
-        new_value[0] = 0
-        new_name = shape_name + "__dynamic_batch"
+        new_value[0] = -1 if allowzero else 0
+        new_name = f"{shape_name}__dynamic_batch{new_value[0]}"
         if new_name not in inits:
             tensor = numpy_helper.from_array(new_value.astype(np.int64), new_name)
             graph.initializer.append(tensor)
@@ -65,18 +72,11 @@ def fix_spatial_size(model: onnx.ModelProto, height: int, width: int) -> onnx.Mo
     Gradient graphs need static spatial sizes (a transposed convolution must know how much output
     to keep), so models exported with symbolic H and W get one such copy per input size.
     """
-    from .model_info import inspect
-
     info = inspect(model)
     result = g.copy(model)
-    axes = (2, 3) if info.layout == "NCHW" else (1, 2)
-    for value in result.graph.input:
-        if value.name == info.input_name:
-            for axis, size in zip(axes, (height, width)):
-                dim = value.type.tensor_type.shape.dim[axis]
-                if dim.HasField("dim_value") and dim.dim_value != size:
-                    raise GraphError(f"input {value.name!r} is fixed at {dim.dim_value} on axis {axis}, not {size}")
-                dim.Clear()
-                dim.dim_value = size
+    try:
+        g.set_input_dims(result, info.input_name, dict(zip(info.spatial_axes, (height, width))), only_symbolic=False)
+    except ValueError as error:
+        raise GraphError(str(error)) from error
     del result.graph.value_info[:]
     return result

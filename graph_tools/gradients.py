@@ -70,9 +70,16 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     info = inspect(model)
     layers = list(dict.fromkeys(layers))
     produced = g.producers(model.graph)
+    feeding = g.ancestors(model.graph, [info.logits])
     for name in layers:
         if name not in produced:
             raise GraphError(f"tensor {name!r} is not produced by this graph")
+        if name not in feeding:
+            raise GraphError(f"tensor {name!r} does not feed the logits {info.logits!r}; it has no gradient")
+    taken = set(produced) | {i.name for i in model.graph.input}
+    clash = sorted(({LOGITS, CLASS_WEIGHTS} - {info.logits}) & taken)
+    if clash:
+        raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name gradient graphs reserve")
     if not layers and not input_gradient:
         raise GraphError("nothing to differentiate: give layers or input_gradient=True")
 
@@ -208,7 +215,8 @@ def conv_blocks(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
     """
     model = load(model)
     graph = model.graph
-    spatial = set(inspect(model).layer_names())
+    shapes = {layer.name: layer.shape for layer in inspect(model).layers}
+    spatial = set(shapes)
     users = g.consumers(graph)
     blocks = []
     for node in graph.node:
@@ -219,7 +227,6 @@ def conv_blocks(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
         a = nexts[0].output[0] if len(nexts) == 1 and nexts[0].op_type in ACTIVATIONS else z
         bias = g.constant_value(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if bias is None:
-            weight = g.constant_value(graph, node.input[1])
-            bias = np.zeros(weight.shape[0] if weight is not None else 0, np.float32)
+            bias = np.zeros(shapes[z][1], np.float32)
         blocks.append((z, a, bias.astype(np.float32)))
     return blocks

@@ -19,6 +19,21 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return result
 
 
+def set_input_dims(model: onnx.ModelProto, name: str, dims: dict[int, int], only_symbolic: bool) -> None:
+    """Set axes of graph input `name` to static sizes, in place; `only_symbolic` keeps static ones."""
+    for value in model.graph.input:
+        if value.name != name:
+            continue
+        for axis, size in dims.items():
+            dim = value.type.tensor_type.shape.dim[axis]
+            if dim.HasField("dim_value") and (only_symbolic or dim.dim_value == size):
+                continue
+            if dim.HasField("dim_value"):
+                raise ValueError(f"input {name!r} is fixed at {dim.dim_value} on axis {axis}, not {size}")
+            dim.Clear()
+            dim.dim_value = size
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in graph.initializer}
 
@@ -49,9 +64,21 @@ def constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
             return numpy_helper.to_array(t)
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] == name:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
+            return constant_node_value(node)
+    return None
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The value a Constant node holds, whichever attribute (value, value_ints, value_float, ...) holds it."""
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name in ("value_float", "value_int"):
+            return np.array(attr.f if attr.name == "value_float" else attr.i,
+                            np.float32 if attr.name == "value_float" else np.int64)
+        if attr.name in ("value_floats", "value_ints"):
+            return np.array(list(attr.floats) if attr.name == "value_floats" else list(attr.ints),
+                            np.float32 if attr.name == "value_floats" else np.int64)
     return None
 
 
@@ -87,6 +114,15 @@ def ancestors(graph: onnx.GraphProto, targets: list[str]) -> set[str]:
     return seen
 
 
+def descendants(graph: onnx.GraphProto, source: str) -> set[str]:
+    """Every tensor computed from `source` (itself included)."""
+    reached = {source}
+    for node in graph.node:  # nodes are in topological order
+        if any(i in reached for i in node.input):
+            reached.update(node.output)
+    return reached
+
+
 def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop nodes and initializers no graph output needs."""
     graph = model.graph
@@ -96,8 +132,12 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(keep)
     used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
     inits = [t for t in graph.initializer if t.name in used]
+    dropped = {t.name for t in graph.initializer} - used
     del graph.initializer[:]
     graph.initializer.extend(inits)
+    inputs = [i for i in graph.input if i.name not in dropped]   # IR < 4 lists weights as inputs too
+    del graph.input[:]
+    graph.input.extend(inputs)
     return model
 
 
@@ -161,6 +201,7 @@ def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 FOLD_LIMIT = 1 << 16   # elements; folding is for shape arithmetic, not for materialising weights
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Bernoulli", "Multinomial"}
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -177,7 +218,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     keep = []
     for node in graph.node:
         if node.op_type == "Constant":
-            value = constant_value(graph, node.output[0])
+            value = constant_node_value(node)
             if value is not None:
                 known[node.output[0]] = value
                 small.add(node.output[0])
@@ -185,7 +226,7 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
                 continue
         inputs = [i for i in node.input if i]
         if node.domain not in ("", "ai.onnx") or not inputs or not all(i in small for i in inputs) \
-                or node.op_type in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike"):
+                or node.op_type in RANDOM_OPS:
             keep.append(node)
             continue
         try:
@@ -197,11 +238,13 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         except Exception:  # an op the reference runtime lacks: leave it to ONNX Runtime
             keep.append(node)
             continue
+        values = [np.asarray(v) for v in values]
+        if any(v.size > FOLD_LIMIT for v in values):  # e.g. a large ConstantOfShape: keep it lazy
+            keep.append(node)
+            continue
         for name, value in zip(node.output, values):
-            value = np.asarray(value)
             known[name] = value
-            if value.size <= FOLD_LIMIT:
-                small.add(name)
+            small.add(name)
             graph.initializer.append(numpy_helper.from_array(value, name))
     del graph.node[:]
     graph.node.extend(keep)

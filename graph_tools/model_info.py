@@ -21,9 +21,6 @@ class Layer:
     shape: tuple
     op: str
 
-    def describe(self) -> str:
-        return f"{self.name}  {list(self.shape)}  ({self.op})"
-
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -35,6 +32,19 @@ class ModelInfo:
     softmax_removed: bool            # True when the graph's output was a Softmax and logits sit before it
     layers: tuple[Layer, ...] = field(default_factory=tuple)
     default_layer: str = ""
+
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        return (2, 3) if self.layout == "NCHW" else (1, 2)
+
+    @property
+    def spatial(self) -> tuple:
+        """(H, W) of the image input: ints, or strings where the model leaves them symbolic."""
+        return tuple(self.input_shape[a] for a in self.spatial_axes)
+
+    @property
+    def channels(self) -> int | str | None:
+        return self.input_shape[1 if self.layout == "NCHW" else 3]
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
@@ -72,15 +82,10 @@ def _image_input(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, str]:
 
 
 def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layout: str) -> onnx.ModelProto:
-    """A copy whose input has static spatial dims, so shape inference can size every activation."""
+    """A folded copy whose input has static spatial dims, so shape inference can size every activation."""
     probe = g.fold_constants(g.copy(model))
-    for inp in probe.graph.input:
-        if inp.name == value.name:
-            axes = (2, 3) if layout == "NCHW" else (1, 2)
-            for axis in axes:
-                dim = inp.type.tensor_type.shape.dim[axis]
-                if not dim.HasField("dim_value"):
-                    dim.dim_value = PROBE_SIZE
+    axes = (2, 3) if layout == "NCHW" else (1, 2)
+    g.set_input_dims(probe, value.name, {axis: PROBE_SIZE for axis in axes}, only_symbolic=True)
     return probe
 
 

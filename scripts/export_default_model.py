@@ -14,7 +14,7 @@ import torch
 import torchvision
 
 PREPROCESSING = {"resize": 256, "crop": 224, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-                 "color": "RGB", "layout": "NCHW", "scale": 1 / 255}
+                 "color": "RGB", "scale": 1 / 255}
 
 
 def mobilenet_v2() -> torch.nn.Module:

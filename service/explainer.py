@@ -64,10 +64,6 @@ class Explainer:
     def provider(self) -> str:
         return self.runtime.providers[0] if self.runtime.providers else ""
 
-    @property
-    def num_classes(self) -> int | None:
-        return self.info.num_classes
-
     def layers(self) -> list[gt.Layer]:
         return list(self.info.layers)
 
@@ -86,8 +82,7 @@ class Explainer:
     def _base(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
         """The graph to differentiate for this input, and its cache-key part: models with symbolic H
         and W get a static-size copy per input size (transposed convolutions need static sizes)."""
-        spatial = self.info.input_shape[2:] if self.info.layout == "NCHW" else self.info.input_shape[1:3]
-        if all(isinstance(d, int) for d in spatial):
+        if all(isinstance(d, int) for d in self.info.spatial):
             return (), lambda: self._dynamic
         size = tuple(x.shape[2:])
         return (size,), lambda: gt.fix_spatial_size(self._dynamic, *size)
@@ -103,9 +98,13 @@ class Explainer:
     def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool,
                    activations: list[str] | None = None) -> dict:
         size, base = self._base(x)
-        key = ("gradients", tuple(layers), input_gradient, tuple(activations or layers), *size)
+        shown = tuple(layers if activations is None else activations)
+        key = ("gradients", tuple(layers), input_gradient, shown, *size)
         build = lambda: gt.add_gradients(base(), layers, input_gradient, activations)  # noqa: E731
-        out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
+        try:
+            out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
+        except gt.GraphError as error:  # the graph cannot be differentiated at these layers
+            raise BadRequest(str(error), "layers") from error
         out[self.info.logits] = out[gt.LOGITS]
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
         if grad_x is not None and self.info.layout == "NHWC":
@@ -171,23 +170,24 @@ class Explainer:
             rows = _resolve_top1(rows, logits)
         elif needs.noisy_copies:
             if not rows.any(axis=1).all():
-                rows = _resolve_top1(rows, self.predict(x))
+                rows = _resolve_top1(rows, self._forward([], x)[self.info.logits])
             try:
                 batch = noisy_copies(x, options["samples"], options["std"], options["seed"], options["noise"])
             except ValueError as error:
-                raise BadRequest(str(error), "options.noise") from error
+                raise BadRequest(str(error), "options") from error
             copies = len(batch) // len(x)
             out = self._gradients(graph_layers, batch, np.tile(rows, (copies, 1)), False)
             out = {k: v.reshape(copies, len(x), *v.shape[1:]) for k, v in out.items()}
             logits = out[self.info.logits][0]
-        else:
-            out = self._gradients(graph_layers, x, rows, needs.input_gradient, layers)
+        else:  # FullGrad reads only gradients: its activations need not leave the run
+            shown = [] if needs.layers == "bias" else layers
+            out = self._gradients(graph_layers, x, rows, needs.input_gradient, shown)
             logits = out[self.info.logits]
             rows = _resolve_top1(rows, logits)
         classifier = gt.classifier_weights(self.model, layers[0]) if needs.classifier else None
         evidence = []
         for name in layers:
-            ev = Evidence(name, out[name], out.get(gt.GRAD_PREFIX + name), rows, logits, classifier)
+            ev = Evidence(name, out.get(name), out.get(gt.GRAD_PREFIX + name), rows, logits, classifier)
             if needs.layers == "conv":
                 pre, ev.bias = self._conv_blocks[name]
                 ev.pre_grads = out[gt.GRAD_PREFIX + pre]
@@ -208,12 +208,13 @@ class Explainer:
         if spec.needs.layers == "conv":
             if not layers:
                 return list(self._conv_blocks)
+            layers = list(dict.fromkeys(layers))
             unknown = [name for name in layers if name not in self._conv_blocks]
             if unknown:
                 raise BadRequest(f"layer {unknown[0]!r} is not a conv block output; integrative uses conv "
                                  f"outputs such as {list(self._conv_blocks)[-3:]}", "layers")
             return list(layers)
-        layers = list(layers) if layers else [self.info.default_layer]
+        layers = list(dict.fromkeys(layers)) if layers else [self.info.default_layer]
         try:
             self.info.check_layers(layers)
         except gt.GraphError as error:
@@ -236,9 +237,7 @@ class Explainer:
             x = x.astype(np.float32)
         if x.ndim != 4:
             raise BadRequest(f"input must be (N, C, H, W), got shape {x.shape}", "input")
-        expected = self.info.input_shape
-        channels = expected[1] if self.info.layout == "NCHW" else expected[3]
-        spatial = expected[2:] if self.info.layout == "NCHW" else expected[1:3]
+        channels, spatial = self.info.channels, self.info.spatial
         if isinstance(channels, int) and x.shape[1] != channels:
             raise BadRequest(f"input has {x.shape[1]} channels; the model takes {channels}", "input")
         for axis, want in zip((2, 3), spatial):
@@ -263,6 +262,8 @@ class Explainer:
         if array.ndim == 2:
             if array.shape != (n, classes):
                 raise BadRequest(f"class weights must be ({n}, {classes}), got {array.shape}", "targets")
+            if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+                raise BadRequest(f"class weights must be real numbers, got {array.dtype}", "targets")
             if not np.isfinite(array.astype(np.float64)).all():
                 raise BadRequest("class weights hold NaN or Inf", "targets")
             return array.astype(np.float32)

@@ -1,7 +1,7 @@
 """Image I/O with OpenCV: decode, preprocess to a model's tensor, and write colour-mapped overlays."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -20,18 +20,19 @@ class Preprocessing:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     color: str = "RGB"
-    layout: str = "NCHW"
     scale: float = 1 / 255
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> "Preprocessing":
         spec = dict(spec or {})
-        known = {k: spec.pop(k) for k in list(spec) if k in cls.__dataclass_fields__ and k != "extra"}
+        unknown = sorted(set(spec) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise BadRequest(f"unknown preprocessing key {unknown[0]!r}; known: {', '.join(cls.__dataclass_fields__)}",
+                             "preprocessing")
         for key in ("mean", "std"):
-            if key in known:
-                known[key] = tuple(known[key])
-        return cls(**known, extra=spec)
+            if key in spec:
+                spec[key] = tuple(spec[key])
+        return cls(**spec)
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -56,16 +57,23 @@ def read(path: str | Path) -> np.ndarray:
 
 
 def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """Resize the short side and centre-crop, as torchvision's Resize + CenterCrop (uint8 RGB)."""
+    """Resize the short side and centre-crop with torchvision's rounding (uint8 RGB).
+
+    Shrinking uses area averaging, the closest OpenCV match to the antialiased resize that
+    torchvision's PIL path applies; enlarging is bilinear.
+    """
     image = rgb
     if spec.resize:
         h, w = image.shape[:2]
-        short = min(h, w)
-        nh, nw = (spec.resize, round(w * spec.resize / h)) if h == short else (round(h * spec.resize / w), spec.resize)
-        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if h <= w:
+            nh, nw = spec.resize, int(spec.resize * w / h)
+        else:
+            nh, nw = int(spec.resize * h / w), spec.resize
+        shrink = nh * nw < h * w
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     if spec.crop:
         h, w = image.shape[:2]
-        top, left = max((h - spec.crop) // 2, 0), max((w - spec.crop) // 2, 0)
+        top, left = max(int(round((h - spec.crop) / 2)), 0), max(int(round((w - spec.crop) / 2)), 0)
         image = image[top:top + spec.crop, left:left + spec.crop]
     return np.ascontiguousarray(image)
 

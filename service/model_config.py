@@ -35,9 +35,17 @@ def load_config(location: str | Path) -> ModelConfig:
             raise BadRequest(f"no model.onnx under {path} (expected {path}/<version>/model.onnx)", "model")
         config_file, name = path / "config.json", path.name
     elif path.is_file():
-        onnx_path, config_file, name = path, path.parent / "config.json", path.stem
+        # DIR/<version>/model.onnx keeps its config in DIR
+        folder = path.parent.parent if path.parent.name.isdigit() else path.parent
+        onnx_path, config_file = path, folder / "config.json"
+        name = folder.name if path.parent.name.isdigit() else path.stem
     else:
         raise BadRequest(f"model {path} does not exist", "model")
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    try:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        if not isinstance(config, dict):
+            raise ValueError("the top level is not an object")
+    except ValueError as error:  # JSONDecodeError is a ValueError
+        raise BadRequest(f"{config_file} is not a valid model config: {error}", "model") from error
     return ModelConfig(onnx_path, config.get("name", name), list(config.get("labels", [])),
                        Preprocessing.from_dict(config.get("preprocessing")), config.get("default_layer"))

@@ -44,6 +44,7 @@ class Runtime:
         self.threads = threads
         self._sessions: dict[tuple, ort.InferenceSession] = {}
         self._lock = threading.Lock()
+        self._building: dict[tuple, threading.Lock] = {}
         self.providers: list[str] = []
 
     def _options(self) -> ort.SessionOptions:
@@ -55,7 +56,12 @@ class Runtime:
         return options
 
     def session(self, key: tuple, build: Callable[[], onnx.ModelProto]) -> ort.InferenceSession:
-        with self._lock:
+        session = self._sessions.get(key)
+        if session is not None:
+            return session
+        with self._lock:  # one build lock per key: building one graph never blocks cached ones
+            key_lock = self._building.setdefault(key, threading.Lock())
+        with key_lock:
             session = self._sessions.get(key)
             if session is None:
                 model = build()

@@ -1,6 +1,7 @@
 """The test model zoo: torch models exported to ONNX once per machine (cached under .cache/zoo, not committed)."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ class ZooModel:
             tmp.replace(path)
         return path
 
+    @functools.lru_cache(maxsize=None)
     def onnx_layer(self) -> str:
         model = onnx.load(str(self.onnx_path()))
         if self.dynamo:  # dynamo names nodes after aten ops, not module scopes: the default layer is the one

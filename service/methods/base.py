@@ -1,6 +1,7 @@
 """The method registry: each method is a small weight function that declares the graph run it needs."""
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -28,7 +29,7 @@ class Needs:
 class Evidence:
     """What a run produced for one layer, in numpy; fields a method did not ask for stay None."""
     name: str
-    acts: np.ndarray                          # (N, K, h, w); (S+1, N, K, h, w) with noisy copies
+    acts: np.ndarray | None                   # (N, K, h, w); (S+1, N, K, h, w) with noisy copies; None for FullGrad
     grads: np.ndarray | None = None
     class_weights: np.ndarray | None = None   # (N, classes), rows resolved (top-1 filled in)
     logits: np.ndarray | None = None
@@ -51,8 +52,8 @@ class Method:
 
     def layer_map(self, evidence: "Evidence", options: dict[str, Any]) -> np.ndarray:
         """The raw (N, h, w) map of one layer, passing the function only the options it declares."""
-        accepted = inspect.signature(self.fn).parameters
-        return self.fn(evidence, **{k: v for k, v in options.items() if k in accepted}).astype(np.float32)
+        accepted = _parameters(self.fn)
+        return self.fn(evidence, **{k: v for k, v in options.items() if k in accepted}).astype(np.float32, copy=False)
 
     def bind(self, options: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(options) - set(self.options))
@@ -65,6 +66,11 @@ class Method:
 METHODS: dict[str, Method] = {}
 
 
+@functools.lru_cache(maxsize=None)
+def _parameters(fn: Callable) -> frozenset[str]:
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def method(name: str, needs: Needs, **spec) -> Callable:
     def register(fn: Callable) -> Callable:
         METHODS[name] = Method(name, fn, needs, doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
@@ -74,7 +80,7 @@ def method(name: str, needs: Needs, **spec) -> Callable:
 
 def weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """sum_k w_k A_k for (N, K) weights over (N, K, h, w) activations."""
-    return np.einsum("nk,nkhw->nhw", weights.astype(np.float32), acts.astype(np.float32))
+    return np.einsum("nk,nkhw->nhw", weights.astype(np.float32, copy=False), acts.astype(np.float32, copy=False))
 
 
 def first_component(batch: np.ndarray) -> np.ndarray:

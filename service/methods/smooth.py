@@ -28,8 +28,13 @@ def smooth_gradcam_plusplus(ev: Evidence) -> np.ndarray:
 def noisy_copies(x: np.ndarray, samples: int, std: float, seed: int, noise) -> np.ndarray:
     """(S+1)*N images: the clean batch first, then S noisy copies of it (normalised-input space)."""
     if noise is None:
+        if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        if not isinstance(std, (int, float)) or not 0 <= std < float("inf"):
+            raise ValueError(f"std must be a finite number >= 0, got {std!r}")
         noise = np.random.default_rng(seed).normal(0.0, std, size=(samples, *x.shape))
     noise = np.asarray(noise, np.float32)
-    if noise.shape[1:] != x.shape:
-        raise ValueError(f"noise must have shape (samples, {', '.join(map(str, x.shape))}), got {noise.shape}")
+    if noise.ndim != x.ndim + 1 or noise.shape[1:] != x.shape or len(noise) < 1 or not np.isfinite(noise).all():
+        raise ValueError(f"noise must be finite, with shape (samples, {', '.join(map(str, x.shape))}); "
+                         f"got {noise.shape}")
     return np.concatenate([x[None], x[None] + noise]).reshape(-1, *x.shape[1:]).astype(np.float32)

@@ -47,3 +47,33 @@ def test_expose_returns_intermediate_tensors():
     np.testing.assert_allclose(logits, _run(model, x)[0], rtol=1e-5, atol=1e-5)
     with pytest.raises(gt.GraphError, match="not produced"):
         gt.expose(model, ["nope"])
+
+
+def _normalising_model(initializers_as_inputs: bool) -> onnx.ModelProto:
+    """x (1,3,4,4) - mean.reshape(1,3,1,1), then view(1, 48): one batch-shaped Reshape, one that is not."""
+    from onnx import TensorProto, helper, numpy_helper
+    inits = [numpy_helper.from_array(np.arange(3, dtype=np.float32), "mean"),
+             numpy_helper.from_array(np.array([1, 3, 1, 1], np.int64), "mean_shape"),
+             numpy_helper.from_array(np.array([1, 48], np.int64), "flat_shape")]
+    nodes = [helper.make_node("Reshape", ["mean", "mean_shape"], ["mean4"]),
+             helper.make_node("Sub", ["x", "mean4"], ["centred"]),
+             helper.make_node("Reshape", ["centred", "flat_shape"], ["y"])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])]
+    if initializers_as_inputs:  # how IR < 4 exporters wrote weights
+        inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits]
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 48])],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=7)
+
+
+@pytest.mark.parametrize("initializers_as_inputs", [False, True])
+def test_only_batch_carrying_reshapes_change(initializers_as_inputs):
+    model = _normalising_model(initializers_as_inputs)
+    dynamic = gt.make_batch_dynamic(model)
+    assert [i.name for i in gt.graph.real_inputs(dynamic.graph)] == ["x"]
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)
+    session = ort.InferenceSession(dynamic.SerializeToString(), providers=["CPUExecutionProvider"])
+    feeds = {"x": x}
+    out = session.run(None, feeds)[0]
+    expected = (x - np.arange(3, dtype=np.float32).reshape(1, 3, 1, 1)).reshape(2, 48)
+    np.testing.assert_allclose(out, expected)

@@ -103,3 +103,21 @@ def test_bias_terms_fold_batchnorm():
     expected = (conv.bias - bn.running_mean) * bn.weight / (bn.running_var + bn.eps).sqrt() + bn.bias
     first = gt.inspect(model).layers[0].name
     np.testing.assert_allclose(terms[first], expected.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_reserved_output_names_and_dead_tensors_are_refused():
+    from onnx import TensorProto, helper, numpy_helper
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    f = numpy_helper.from_array(np.ones((5, 4), np.float32), "f")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["side"]),
+             helper.make_node("GlobalAveragePool", ["c"], ["g"]), helper.make_node("Flatten", ["g"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "f"], ["logits"], transB=1),
+             helper.make_node("Mul", ["logits", "logits"], ["scores"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 5]),
+                               helper.make_tensor_value_info("side", TensorProto.FLOAT, None)], [w, f])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(gt.GraphError, match="reserve"):
+        gt.add_gradients(model, ["c"])
+    with pytest.raises(gt.GraphError, match="does not feed the logits"):
+        gt.add_gradients(model, ["side"])

@@ -1,6 +1,8 @@
 """Explainer behaviour: every method runs, batches equal single calls, class weights, errors for bad input."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -71,8 +73,13 @@ def test_smooth_gradcam_noise_is_seeded_or_passed(get_explainer, get_inputs):
     assert np.abs(a - explainer.explain(x, "smoothgradcam++", seed=2)).max() > 1e-3
     noise = np.random.default_rng(1).normal(0.0, 0.3, size=(4, *x.shape))
     np.testing.assert_allclose(explainer.explain(x, "smoothgradcam++", noise=noise), a, atol=1e-5)
-    with pytest.raises(BadRequest, match="noise must have shape"):
+    with pytest.raises(BadRequest, match="noise must be finite, with shape"):
         explainer.explain(x, "smoothgradcam++", noise=np.zeros((4, 1, 3, 2, 2)))
+    for bad, match in (({"samples": 0}, "samples must be"), ({"samples": 2.0}, "samples must be"),
+                       ({"std": -1.0}, "std must be")):
+        with pytest.raises(BadRequest, match=match) as error:
+            explainer.explain(x, "smoothgradcam++", **bad)
+        assert error.value.field == "options"
 
 
 def test_integrative_options(get_explainer, get_inputs):
@@ -133,6 +140,7 @@ def test_bad_tensors_get_clear_errors(x, match, get_explainer):
     ({"targets": [-1, 1]}, "targets", "class id -1 out of range"),
     ({"targets": [1]}, "targets", "one class id per image"),
     ({"targets": np.zeros((2, 10))}, "targets", "class weights must be \\(2, 1000\\)"),
+    ({"targets": np.full((2, 1000), "a")}, "targets", "class weights must be real numbers"),
     ({"method": "gradcam", "alpha": 1}, "options", "has no option 'alpha'"),
     ({"fusion": "median"}, "fusion", "unknown fusion"),
     ({"method": "cam", "layers": ["/features/features.0/features.0.0/Conv_output_0"]}, "layers",
@@ -189,3 +197,29 @@ def test_models_with_symbolic_height_and_width_explain_any_size(tmp_path):
         with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
             ref = cam(input_tensor=torch.from_numpy(x), targets=None)
         assert np.abs(explainer.explain(x, "gradcam") - ref).max() <= 1e-3
+
+
+def test_model_config_from_a_version_folder_and_bad_configs(tmp_path):
+    import shutil
+
+    from service.model_config import load_config
+    root = Path(__file__).resolve().parents[2] / "models" / "mobilenet_v2"
+    config = load_config(root / "1" / "model.onnx")
+    assert config.name == "mobilenet_v2" and config.label(285) == "Egyptian cat"
+    folder = tmp_path / "broken"
+    (folder / "3").mkdir(parents=True)
+    shutil.copy(root / "1" / "model.onnx", folder / "3" / "model.onnx")
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(BadRequest, match="not a valid model config"):
+        load_config(folder)
+    (folder / "config.json").write_text('{"preprocessing": {"resise": 256}}')
+    with pytest.raises(BadRequest, match="unknown preprocessing key 'resise'"):
+        load_config(folder)
+
+
+def test_duplicate_layers_count_once(get_explainer, get_inputs):
+    explainer, x = get_explainer("resnet18"), get_inputs("resnet18")
+    layer = explainer.info.default_layer
+    twice = explainer.explain_full(x, "gradcam", layers=[layer, layer])
+    assert twice.layers == [layer]
+    np.testing.assert_array_equal(twice.maps, explainer.explain(x, "gradcam"))
