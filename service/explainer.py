@@ -49,13 +49,14 @@ class Explainer:
     def __init__(self, model: str | Path | bytes | onnx.ModelProto, providers: list[str] | None = None,
                  threads: int | None = None):
         try:
-            self.model = gt.fold_constants(gt.copy(gt.load(model)))
-            self.info = gt.inspect(self.model)
+            folded = gt.fold_constants(gt.copy(gt.load(model)))
+            self.info = gt.inspect(folded)
         except gt.GraphError as error:
             raise BadRequest(str(error), "model") from error
         except Exception as error:  # a corrupt protobuf or a missing file
             raise BadRequest(f"cannot load the model: {error}", "model") from error
-        self._dynamic = gt.make_batch_dynamic(self.model)
+        # the only copy kept: every rewritten graph starts from it (weights are large, copies add up)
+        self.model = gt.make_batch_dynamic(folded)
         self.runtime = Runtime(providers, threads)
         self._forward([])  # builds the plain session now, so `provider` tells the truth from the start
 
@@ -83,13 +84,13 @@ class Explainer:
         """The graph to differentiate for this input, and its cache-key part: models with symbolic H
         and W get a static-size copy per input size (transposed convolutions need static sizes)."""
         if all(isinstance(d, int) for d in self.info.spatial):
-            return (), lambda: self._dynamic
+            return (), lambda: self.model
         size = tuple(x.shape[2:])
-        return (size,), lambda: gt.fix_spatial_size(self._dynamic, *size)
+        return (size,), lambda: gt.fix_spatial_size(self.model, *size)
 
     def _forward(self, layers: list[str], x: np.ndarray | None = None) -> dict:
         key = ("forward", tuple(layers))
-        build = lambda: gt.expose(self._dynamic, [self.info.logits, *layers])  # noqa: E731
+        build = lambda: gt.expose(self.model, [self.info.logits, *layers])  # noqa: E731
         if x is None:
             self.runtime.session(key, build)
             return {}

@@ -18,12 +18,14 @@ from zoo import ZOO, photos  # noqa: E402
 torch.set_num_threads(2)
 
 
-@lru_cache(maxsize=None)
+# Small caches: an Explainer holds its graph and one session per graph kind, VGG-16 alone is 0.5 GB
+# per copy; keeping the whole zoo alive would take more memory than a CI machine may have.
+@lru_cache(maxsize=3)
 def explainer(name: str) -> Explainer:
     return Explainer(ZOO[name].onnx_path(), threads=2)
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=3)
 def torch_model(name: str) -> torch.nn.Module:
     return ZOO[name].torch_model()
 
