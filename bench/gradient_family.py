@@ -8,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
@@ -15,6 +16,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from pytorch_grad_cam import GradCAM  # noqa: E402
 
+from export_default_model import export  # noqa: E402
 from service import Explainer  # noqa: E402
 
 THREADS = 2
@@ -29,12 +31,9 @@ def build_model() -> torch.nn.Module:
     return torchvision.models.resnet50(weights=None).eval()
 
 
-def export(model: torch.nn.Module, path: Path) -> Path:
+def cached_export(model: torch.nn.Module, path: Path) -> Path:
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(model, torch.zeros(1, 3, SIZE, SIZE), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}})
+        export(model, path, SIZE)
     return path
 
 
@@ -126,7 +125,7 @@ def targets(rows: list[dict]) -> None:
 def main() -> None:
     torch.set_num_threads(THREADS)
     model = build_model()
-    path = export(model, CACHE)
+    path = cached_export(model, CACHE)
     explainer = Explainer(path, threads=THREADS)
     session = plain_session(path)
     print(f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, threads={THREADS}")

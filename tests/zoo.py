@@ -56,6 +56,24 @@ class TinyNet(torch.nn.Module):
         return self.fc(x.view(x.size(0), -1))
 
 
+class NHWCNet(torch.nn.Module):
+    """A small classifier taking channels-last images (as TensorFlow exports do)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 5)
+        self.eval()
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).mean((2, 3)))
+
+    def export(self, path: Path, size: int = 16) -> Path:
+        torch.onnx.export(self, torch.zeros(1, size, size, 3), str(path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "N"}})
+        return path
+
+
 @dataclass(frozen=True)
 class ZooModel:
     name: str

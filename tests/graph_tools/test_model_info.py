@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import graph_tools as gt
-from zoo import ZOO
+from zoo import ZOO, NHWCNet
 
 
 def test_resnet_layers_and_default():
@@ -42,18 +42,7 @@ def test_softmax_output_is_skipped_for_logits(tmp_path):
 
 
 def test_nhwc_input_is_detected(tmp_path):
-    class NHWC(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv, self.fc = torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 5)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).mean((2, 3)))
-
-    path = tmp_path / "nhwc.onnx"
-    torch.onnx.export(NHWC().eval(), torch.zeros(1, 16, 16, 3), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "N"}})
-    assert gt.inspect(path).layout == "NHWC"
+    assert gt.inspect(NHWCNet().export(tmp_path / "nhwc.onnx")).layout == "NHWC"
 
 
 def _tensor_model(inputs, nodes, inits=()):

@@ -8,7 +8,7 @@ import pytest
 
 from service import BadRequest
 from service.methods import METHODS
-from zoo import ZOO
+from zoo import ZOO, NHWCNet
 
 ALL = ["cam", "gradcam", "hirescam", "gradcam-elementwise", "gradcam++", "xgradcam", "layercam", "eigencam",
        "eigengradcam", "fullgrad", "smoothgradcam++", "integrative"]
@@ -95,21 +95,9 @@ def test_integrative_options(get_explainer, get_inputs):
 def test_nhwc_models_take_nchw_input(tmp_path):
     import torch
 
-    class NHWC(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.conv, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Linear(8, 5)
-
-        def forward(self, x):
-            return self.fc(torch.relu(self.conv(x.permute(0, 3, 1, 2))).mean((2, 3)))
-
     from service import Explainer
-    model = NHWC().eval()
-    path = tmp_path / "nhwc.onnx"
-    torch.onnx.export(model, torch.zeros(1, 16, 16, 3), str(path), dynamo=False, input_names=["x"],
-                      dynamic_axes={"x": {0: "N"}})
-    explainer = Explainer(path)
+    model = NHWCNet()
+    explainer = Explainer(model.export(tmp_path / "nhwc.onnx"))
     x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
     expected = model(torch.from_numpy(x).permute(0, 2, 3, 1)).detach().numpy()
     np.testing.assert_allclose(explainer.predict(x), expected, rtol=1e-4, atol=1e-5)
