@@ -64,3 +64,11 @@ def test_errors_exit_2_with_the_reason(capsys):
 def test_console_script_is_installed():
     result = subprocess.run([str(Path(sys.executable).parent / "camserve"), "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "explain" in result.stdout
+
+
+def test_rewrite_forward_exposes_layers(tmp_path):
+    out = tmp_path / "fwd.onnx"
+    layer = "/features/features.17/conv/conv.2/Conv_output_0"
+    assert main(["rewrite", str(MODEL / "1" / "model.onnx"), "--kind", "forward", "--layers", layer,
+                 "-o", str(out)]) == 0
+    assert [o.name for o in onnx.load(str(out)).graph.output] == ["logits", layer]
