@@ -56,8 +56,8 @@ def cmd_explain(args) -> None:
     options = dict(_option(o) for o in args.option)
     config = load_config(args.model)
     explainer = Explainer(config.path, threads=args.threads)
-    rgb = images.read(args.image)
-    x = images.to_tensor(rgb, config.preprocessing)
+    shown = images.fit(images.read(args.image), config.preprocessing)
+    x = images.normalise(shown, config.preprocessing)
     layers = args.layer or ([config.default_layer] if config.default_layer else None)
     result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], layers,
                                     args.fusion, **options)
@@ -70,7 +70,6 @@ def cmd_explain(args) -> None:
         np.save(args.save_map, cam)
         print(f"wrote {args.save_map} {cam.shape} float32 in [0, 1]")
     if args.out:
-        shown = images.fit(rgb, config.preprocessing)
         images.write_png(args.out, images.overlay(shown, cam, alpha=args.alpha))
         print(f"wrote {args.out}")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -75,6 +75,10 @@ class Explainer:
     @cached_property
     def _conv_blocks(self) -> dict[str, tuple[str, np.ndarray]]:
         return {post: (pre, bias) for pre, post, bias in gt.conv_blocks(self.model)}
+
+    @lru_cache(maxsize=8)  # noqa: B019 -- the Explainer lives as long as its cache should
+    def _classifier(self, layer: str) -> np.ndarray:
+        return gt.classifier_weights(self.model, layer)
 
     # -- runs ---------------------------------------------------------------------------------
     def _feed(self, x: np.ndarray) -> np.ndarray:
@@ -185,7 +189,7 @@ class Explainer:
             out = self._gradients(graph_layers, x, rows, needs.input_gradient, shown)
             logits = out[self.info.logits]
             rows = _resolve_top1(rows, logits)
-        classifier = gt.classifier_weights(self.model, layers[0]) if needs.classifier else None
+        classifier = self._classifier(layers[0]) if needs.classifier else None
         evidence = []
         for name in layers:
             ev = Evidence(name, out.get(name), out.get(gt.GRAD_PREFIX + name), rows, logits, classifier)
@@ -225,7 +229,7 @@ class Explainer:
                 raise BadRequest(f"{spec.name!r} explains one layer, the one feeding the classifier; "
                                  f"got {len(layers)}", "layers")
             try:
-                gt.classifier_weights(self.model, layers[0])
+                self._classifier(layers[0])
             except gt.GraphError as error:
                 raise BadRequest(str(error), "layers") from error
         return layers

@@ -80,7 +80,11 @@ def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
 
 def to_tensor(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """RGB uint8 image -> float32 (1, C, H, W) normalised tensor (always NCHW; the Explainer handles NHWC)."""
-    image = fit(rgb, spec)
+    return normalise(fit(rgb, spec), spec)
+
+
+def normalise(image: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """An already fitted RGB uint8 image -> float32 (1, C, H, W): colour order, scale, mean/std."""
     if spec.color.upper() == "BGR":
         image = image[..., ::-1]
     x = image.astype(np.float32) * np.float32(spec.scale)
