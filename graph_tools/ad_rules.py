@@ -7,9 +7,16 @@ run-time axis arithmetic. Importing this module installs them.
 """
 from __future__ import annotations
 
+import contextvars
+
 import numpy as np
+from onnx import numpy_helper
 from onnx_ad import rules
 from onnx_ad._build import Context, UnsupportedOperator
+
+
+# Large weights add_gradients moved out of the graph while it is being differentiated, by name.
+STRIPPED_WEIGHTS: contextvars.ContextVar[dict] = contextvars.ContextVar("stripped_weights", default={})
 
 
 def _known(ctx, name: str, axes: slice, what: str) -> list[int]:
@@ -50,6 +57,8 @@ def _adjoint_as_conv(ctx, node, attrs, folded):
     as fast as the ConvTranspose the generic rule emits. None where that does not apply.
     """
     weight = ctx.values.get(node.input[1])
+    if weight is None and node.input[1] in STRIPPED_WEIGHTS.get():
+        weight = numpy_helper.to_array(STRIPPED_WEIGHTS.get()[node.input[1]])
     if weight is None or any(s != 1 for s in attrs["strides"]) or any(d != 1 for d in attrs["dilations"]):
         return None
     kernel = list(weight.shape[2:])

@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 from . import ad_rules  # noqa: F401 -- installs the dynamic-batch Conv/pool adjoints
 from . import graph as g
 from .errors import GraphError
-from .model_info import inspect, load
+from .model_info import ModelInfo, inspect, load
 
 GRAD_PREFIX = "grad::"
 CLASS_WEIGHTS = "class_weights"
@@ -55,19 +55,23 @@ def bias_terms(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
 
 
 def add_gradients(model, layers: list[str], input_gradient: bool = False,
-                  activations: list[str] | None = None) -> onnx.ModelProto:
+                  activations: list[str] | None = None, info: ModelInfo | None = None) -> onnx.ModelProto:
     """A graph with inputs (image, class_weights) and outputs, in this order:
 
     `logits`, the activation of each layer (its own tensor name; only those in `activations` when
     given), `grad::<layer>` for each layer, and `grad::<input>` when `input_gradient` is set.
     Gradients are of sum(class_weights * logits) per image; the batch axis must already be dynamic
-    (see make_batch_dynamic).
+    (see make_batch_dynamic). `info` is inspect(model), when the caller already has it.
+
+    The rewriting runs on a copy whose large weights are graph inputs (their values are never
+    needed for it), so shape inference and onnx-ad's passes do not serialise them again and again;
+    the weights are put back at the end.
     """
     model = load(model)
     if g.opset(model) < 9:
         raise GraphError(f"opset {g.opset(model)} is too old for gradient graphs (need >= 9); "
                          "convert with onnx.version_converter first")
-    info = inspect(model)
+    info = info or inspect(model)
     layers = list(dict.fromkeys(layers))
     produced = g.producers(model.graph)
     feeding = g.ancestors(model.graph, [info.logits])
@@ -83,7 +87,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     if not layers and not input_gradient:
         raise GraphError("nothing to differentiate: give layers or input_gradient=True")
 
-    work = g.fold_constants(g.copy(model))
+    work, stripped = _without_weights(model)
+    g.fold_constants(work)
     graph = work.graph
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, ["N", info.num_classes]))
@@ -93,11 +98,13 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     wrt = [_DELTA + name for name in layers] + ([info.input_name] if input_gradient else [])
     if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
         work = _upgraded(work)
-    work = onnx.shape_inference.infer_shapes(work)  # reverse Conv needs its input shapes declared
+    token = ad_rules.STRIPPED_WEIGHTS.set(stripped)
     try:
         reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
     except onnx_ad.UnsupportedOperator as error:
         raise GraphError(f"cannot differentiate this graph: {error}") from error
+    finally:
+        ad_rules.STRIPPED_WEIGHTS.reset(token)
     graph = reversed_.graph
     seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
     adjoints = [o.name for o in graph.output if o.name != info.logits]
@@ -116,15 +123,42 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
         nodes.append(helper.make_node("Reshape", [adjoint, drop_axis.output[0]], [target]))
         outputs.append(helper.make_tensor_value_info(target, TensorProto.FLOAT, None))
 
-    keep_inputs = [i for i in graph.input if i.name not in set(wrt[:len(layers)]) | {seed}]
+    keep_inputs = [i for i in graph.input if i.name not in set(wrt[:len(layers)]) | {seed} | set(stripped)]
     weights = helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes])
     del graph.input[:]
     graph.input.extend(keep_inputs + [weights])
     del graph.output[:]
     graph.output.extend(outputs)
     graph.node.extend(nodes)
+    used = {i for node in graph.node for i in node.input}
+    graph.initializer.extend(tensor for name, tensor in stripped.items() if name in used)
     g.toposort(graph)
-    return g.prune(g.fold_constant_transposes(reversed_))
+    g.cancel_transposes(graph)
+    return g.prune(g.fold_constant_transposes(g.prune(reversed_)))
+
+
+def _without_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """A copy whose initializers above FOLD_LIMIT elements are typed graph inputs, and those weights by name.
+
+    Built field by field so the large tensors are never copied (and the caller's model never touched).
+    """
+    large = {t.name: t for t in model.graph.initializer if np.prod(t.dims, dtype=np.int64) > g.FOLD_LIMIT}
+    skeleton = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
+                               producer_version=model.producer_version, domain=model.domain,
+                               model_version=model.model_version)
+    skeleton.opset_import.extend(model.opset_import)
+    skeleton.functions.extend(model.functions)
+    graph, source = skeleton.graph, model.graph
+    graph.name = source.name
+    graph.node.extend(source.node)
+    graph.input.extend(source.input)
+    graph.output.extend(source.output)
+    graph.value_info.extend(source.value_info)
+    graph.initializer.extend(t for t in source.initializer if t.name not in large)
+    listed = {i.name for i in graph.input}
+    graph.input.extend(helper.make_tensor_value_info(name, t.data_type, list(t.dims))
+                       for name, t in large.items() if name not in listed)
+    return skeleton, large
 
 
 def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:

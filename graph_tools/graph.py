@@ -127,17 +127,16 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
     """Drop nodes and initializers no graph output needs."""
     graph = model.graph
     needed = ancestors(graph, [o.name for o in graph.output])
-    keep = [n for n in graph.node if any(o in needed for o in n.output)]
-    del graph.node[:]
-    graph.node.extend(keep)
+    for index in reversed([k for k, n in enumerate(graph.node) if not any(o in needed for o in n.output)]):
+        del graph.node[index]
+    keep = graph.node
     used = {i for n in keep for i in n.input} | {o.name for o in graph.output}
-    inits = [t for t in graph.initializer if t.name in used]
     dropped = {t.name for t in graph.initializer} - used
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-    inputs = [i for i in graph.input if i.name not in dropped]   # IR < 4 lists weights as inputs too
-    del graph.input[:]
-    graph.input.extend(inputs)
+    # deleting in place: rebuilding the list would copy every (possibly huge) kept tensor
+    for index in reversed([k for k, t in enumerate(graph.initializer) if t.name in dropped]):
+        del graph.initializer[index]
+    for index in reversed([k for k, i in enumerate(graph.input) if i.name in dropped]):
+        del graph.input[index]   # IR < 4 lists weights as inputs too
     return model
 
 
@@ -249,3 +248,22 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(keep)
     return model
+
+
+def cancel_transposes(graph: onnx.GraphProto) -> None:
+    """Bypass Transpose(Transpose(x)) pairs whose permutations cancel (reverse rules emit W^T^T)."""
+    made_by = producers(graph)
+    outputs = {o.name for o in graph.output}
+    replace = {}
+    for node in graph.node:
+        first = made_by.get(node.input[0]) if node.op_type == "Transpose" else None
+        if first is None or first.op_type != "Transpose" or node.output[0] in outputs:
+            continue
+        outer = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        inner = next((list(a.ints) for a in first.attribute if a.name == "perm"), None)
+        if outer is not None and inner is not None and all(inner[p] == i for i, p in enumerate(outer)):
+            replace[node.output[0]] = first.input[0]
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name in replace:
+                node.input[k] = replace[name]

@@ -105,7 +105,7 @@ class Explainer:
         size, base = self._base(x)
         shown = tuple(layers if activations is None else activations)
         key = ("gradients", tuple(layers), input_gradient, shown, *size)
-        build = lambda: gt.add_gradients(base(), layers, input_gradient, activations)  # noqa: E731
+        build = lambda: gt.add_gradients(base(), layers, input_gradient, activations, self.info)  # noqa: E731
         try:
             out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
         except gt.GraphError as error:  # the graph cannot be differentiated at these layers
