@@ -7,7 +7,7 @@ from onnx import numpy_helper
 
 from . import graph as g
 from .errors import GraphError
-from .model_info import inspect
+from .model_info import ModelInfo, inspect
 
 BATCH = "N"
 
@@ -66,13 +66,13 @@ def make_batch_dynamic(model: onnx.ModelProto) -> onnx.ModelProto:
     return g.prune(result)  # constants that only those Reshapes used are dead now
 
 
-def fix_spatial_size(model: onnx.ModelProto, height: int, width: int) -> onnx.ModelProto:
+def fix_spatial_size(model: onnx.ModelProto, height: int, width: int, info: ModelInfo | None = None) -> onnx.ModelProto:
     """A copy whose image input has static height and width (the batch stays as it is).
 
     Gradient graphs need static spatial sizes (a transposed convolution must know how much output
     to keep), so models exported with symbolic H and W get one such copy per input size.
     """
-    info = inspect(model)
+    info = info or inspect(model)
     result = g.copy(model)
     try:
         g.set_input_dims(result, info.input_name, dict(zip(info.spatial_axes, (height, width))), only_symbolic=False)

@@ -25,7 +25,7 @@ _DELTA = "delta::"
 _SHIFTED = "::shifted"
 
 
-def bias_terms(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
+def bias_terms(model: onnx.ModelProto, info: ModelInfo | None = None) -> list[tuple[str, np.ndarray]]:
     """(output tensor, effective bias) of every Conv with a bias and every BatchNormalization, in order.
 
     Only tensors that are candidate layers (4-D, spatial size > 1) are listed: FullGrad's bias maps
@@ -33,7 +33,7 @@ def bias_terms(model: onnx.ModelProto) -> list[tuple[str, np.ndarray]]:
     """
     model = load(model)
     graph = model.graph
-    spatial = set(inspect(model).layer_names())
+    spatial = set((info or inspect(model)).layer_names())
     terms = []
     for node in graph.node:
         out = node.output[0]
@@ -241,7 +241,7 @@ ACTIVATIONS = {"Relu", "Clip", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardS
                "Softplus", "PRelu", "Celu", "Gelu", "Mish"}
 
 
-def conv_blocks(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
+def conv_blocks(model: onnx.ModelProto, info: ModelInfo | None = None) -> list[tuple[str, str, np.ndarray]]:
     """(pre-activation z, post-activation A, bias b) for every spatial Conv, in topological order.
 
     A is the output of the elementwise activation that is the conv's only consumer, else z itself;
@@ -249,7 +249,7 @@ def conv_blocks(model: onnx.ModelProto) -> list[tuple[str, str, np.ndarray]]:
     """
     model = load(model)
     graph = model.graph
-    shapes = {layer.name: layer.shape for layer in inspect(model).layers}
+    shapes = {layer.name: layer.shape for layer in (info or inspect(model)).layers}
     spatial = set(shapes)
     users = g.consumers(graph)
     blocks = []

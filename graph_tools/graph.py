@@ -185,15 +185,22 @@ def fold_constant_transposes(model: onnx.ModelProto) -> onnx.ModelProto:
     those in the run, where a 1000 x 2048 transpose costs more than the whole backward pass.
     """
     graph = model.graph
+    inits, made_by = initializers(graph), producers(graph)
     keep = []
     for node in graph.node:
-        value = constant_value(graph, node.input[0]) if node.op_type == "Transpose" else None
+        source = node.input[0] if node.op_type == "Transpose" else None
+        if source in inits:
+            value = numpy_helper.to_array(inits[source])
+        else:
+            constant = made_by.get(source)
+            value = constant_node_value(constant) if constant is not None and constant.op_type == "Constant" else None
         if value is None:
             keep.append(node)
             continue
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(np.transpose(value, perm)),
                                                          node.output[0]))
+        inits[node.output[0]] = graph.initializer[-1]   # a transpose of this transpose folds too
     del graph.node[:]
     graph.node.extend(keep)
     return model

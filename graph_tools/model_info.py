@@ -35,7 +35,7 @@ class ModelInfo:
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
-        return (2, 3) if self.layout == "NCHW" else (1, 2)
+        return spatial_axes(self.layout)
 
     @property
     def spatial(self) -> tuple:
@@ -55,6 +55,11 @@ class ModelInfo:
             if name not in known:
                 shown = ", ".join(self.layer_names()[-12:])
                 raise GraphError(f"unknown layer {name!r}; candidates ({len(known)}, last shown): {shown}")
+
+
+def spatial_axes(layout: str) -> tuple[int, int]:
+    """Axes of height and width in an image tensor of this layout."""
+    return (2, 3) if layout == "NCHW" else (1, 2)
 
 
 def load(source: str | Path | bytes | onnx.ModelProto) -> onnx.ModelProto:
@@ -84,8 +89,7 @@ def _image_input(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, str]:
 def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layout: str) -> onnx.ModelProto:
     """A folded copy whose input has static spatial dims, so shape inference can size every activation."""
     probe = g.fold_constants(g.copy(model))
-    axes = (2, 3) if layout == "NCHW" else (1, 2)
-    g.set_input_dims(probe, value.name, {axis: PROBE_SIZE for axis in axes}, only_symbolic=True)
+    g.set_input_dims(probe, value.name, {axis: PROBE_SIZE for axis in spatial_axes(layout)}, only_symbolic=True)
     return probe
 
 

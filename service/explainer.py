@@ -70,11 +70,11 @@ class Explainer:
 
     @cached_property
     def _bias_terms(self) -> dict[str, np.ndarray]:
-        return dict(gt.bias_terms(self.model))
+        return dict(gt.bias_terms(self.model, self.info))
 
     @cached_property
     def _conv_blocks(self) -> dict[str, tuple[str, np.ndarray]]:
-        return {post: (pre, bias) for pre, post, bias in gt.conv_blocks(self.model)}
+        return {post: (pre, bias) for pre, post, bias in gt.conv_blocks(self.model, self.info)}
 
     @lru_cache(maxsize=8)  # noqa: B019 -- the Explainer lives as long as its cache should
     def _classifier(self, layer: str) -> np.ndarray:
@@ -90,7 +90,7 @@ class Explainer:
         if all(isinstance(d, int) for d in self.info.spatial):
             return (), lambda: self.model
         size = tuple(x.shape[2:])
-        return (size,), lambda: gt.fix_spatial_size(self.model, *size)
+        return (size,), lambda: gt.fix_spatial_size(self.model, *size, self.info)
 
     def _forward(self, layers: list[str], x: np.ndarray | None = None) -> dict:
         key = ("forward", tuple(layers))
