@@ -97,7 +97,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
 
     wrt = [_DELTA + name for name in layers] + ([info.input_name] if input_gradient else [])
     if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
-        work = _upgraded(work)
+        work = g.upgrade(work, 17)  # without an adapter: differentiate at the old opset
     token = ad_rules.STRIPPED_WEIGHTS.set(stripped)
     try:
         reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
@@ -159,13 +159,6 @@ def _without_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str,
     graph.input.extend(helper.make_tensor_value_info(name, t.data_type, list(t.dims))
                        for name, t in large.items() if name not in listed)
     return skeleton, large
-
-
-def _upgraded(model: onnx.ModelProto) -> onnx.ModelProto:
-    try:
-        return onnx.version_converter.convert_version(model, 17)
-    except Exception:  # the converter lacks an adapter for some op: differentiate at the old opset
-        return model
 
 
 def _shift(model: onnx.ModelProto, layers: list[str]) -> None:

@@ -274,3 +274,25 @@ def cancel_transposes(graph: onnx.GraphProto) -> None:
         for k, name in enumerate(node.input):
             if name in replace:
                 node.input[k] = replace[name]
+
+
+def upgrade(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """The model converted to at least `version`, or unchanged if the converter lacks an adapter."""
+    try:
+        return onnx.version_converter.convert_version(model, version)
+    except Exception:
+        return model
+
+
+def rename(graph: onnx.GraphProto, old: str, new: str) -> None:
+    """Rename tensor `old` everywhere it is produced, read or listed as an output, in place."""
+    for node in graph.node:
+        for k, name in enumerate(node.output):
+            if name == old:
+                node.output[k] = new
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+    for value in graph.output:
+        if value.name == old:
+            value.name = new

@@ -10,11 +10,13 @@ import numpy as np
 import onnx
 
 import graph_tools as gt
+from graph_tools import masks as gm
 
 from . import postprocess
 from .errors import BadRequest
 from .methods import METHODS, Evidence, Method
 from .methods.smooth import noisy_copies
+from .probe import GraphProbe
 from .runtime import Runtime
 
 
@@ -27,6 +29,7 @@ class Explanation:
     logits: np.ndarray
     fusion: str
     layer_maps: dict[str, np.ndarray] = field(default_factory=dict)   # raw (N, h, w) per layer
+    class_maps: np.ndarray | None = None   # (N, classes, h, w) raw maps of every class, where a run gives them
 
 
 @dataclass
@@ -37,17 +40,22 @@ class RunEvidence:
     class_weights: np.ndarray
     layers: list[Evidence]
     input_grad: np.ndarray | None = None
+    probe: GraphProbe | None = None
 
 
 class Explainer:
     """CAM explanations for one ONNX image classifier.
 
-    Rewritten graphs (forward with exposed layers, gradient graphs) are built on first use and
-    their ONNX Runtime sessions cached per (graph kind, layers).
+    Rewritten graphs (forward with exposed layers, gradient graphs, mask-injection graphs) are built
+    on first use and their ONNX Runtime sessions cached per (graph kind, layers). Perturbation
+    methods run at most `max_batch` images' worth of perturbed tensors per run.
     """
 
     def __init__(self, model: str | Path | bytes | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, max_batch: int = 32):
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise BadRequest(f"max_batch must be an integer >= 1, got {max_batch!r}", "max_batch")
+        self.max_batch = max_batch
         try:
             folded = gt.fold_constants(gt.copy(gt.load(model)))
             self.info = gt.inspect(folded)
@@ -80,8 +88,25 @@ class Explainer:
     def _classifier(self, layer: str) -> np.ndarray:
         return gt.classifier_weights(self.model, layer)
 
+    @lru_cache(maxsize=32)  # noqa: B019
+    def tail_inputs(self, layer: str) -> tuple[str, ...]:
+        """The tensors a tail graph at `layer` is fed (the layer first)."""
+        return tuple(gm.tail_inputs(self.model, layer, self.info))
+
+    @lru_cache(maxsize=32)  # noqa: B019
+    def pooled(self, layer: str) -> bool:
+        return gm.pooled_by(self.model, layer) is not None
+
+    def tail_graph(self, kind: str, layer: str, logits: bool) -> onnx.ModelProto:
+        build = gm.channel_tail if kind == "channel" else gm.mosaic_tail
+        return build(self.model, layer, logits, self.info)
+
+    def input_graph(self, normalise: bool, logits: bool) -> onnx.ModelProto:
+        return gm.masked_inputs(self.model, normalise, logits, self.info)
+
     # -- runs ---------------------------------------------------------------------------------
-    def _feed(self, x: np.ndarray) -> np.ndarray:
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        """A NCHW batch in the layout the model's input takes."""
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if self.info.layout == "NHWC" else x
 
     def _base(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
@@ -98,7 +123,7 @@ class Explainer:
         if x is None:
             self.runtime.session(key, build)
             return {}
-        return self.runtime.run(key, build, {self.info.input_name: self._feed(x)})
+        return self.runtime.run(key, build, {self.info.input_name: self.feed(x)})
 
     def _gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool,
                    activations: list[str] | None = None) -> dict:
@@ -107,7 +132,7 @@ class Explainer:
         key = ("gradients", tuple(layers), input_gradient, shown, *size)
         build = lambda: gt.add_gradients(base(), layers, input_gradient, activations, self.info)  # noqa: E731
         try:
-            out = self.runtime.run(key, build, {self.info.input_name: self._feed(x), gt.CLASS_WEIGHTS: rows})
+            out = self.runtime.run(key, build, {self.info.input_name: self.feed(x), gt.CLASS_WEIGHTS: rows})
         except gt.GraphError as error:  # the graph cannot be differentiated at these layers
             raise BadRequest(str(error), "layers") from error
         out[self.info.logits] = out[gt.LOGITS]
@@ -135,6 +160,7 @@ class Explainer:
             options = spec.bind(options)
         except KeyError as error:
             raise BadRequest(error.args[0], "options") from error
+        relu = bool(options.get("relu", spec.relu))
         fusion = fusion or spec.fusion
         if fusion not in postprocess.FUSIONS:
             raise BadRequest(f"unknown fusion {fusion!r}; choose one of {', '.join(postprocess.FUSIONS)}", "fusion")
@@ -146,7 +172,10 @@ class Explainer:
         run = self._run(spec, x, rows, targets_layers, options)
         size = x.shape[-2:]
         if not spec.per_layer:
-            maps = spec.fn(run).astype(np.float32)
+            try:
+                maps = spec.layer_map(run, options)
+            except ValueError as error:
+                raise BadRequest(str(error), "options") from error
             return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum")
         raw, scaled, evidence = {}, [], []
         for ev in run.layers:
@@ -154,13 +183,14 @@ class Explainer:
                 raw[ev.name] = spec.layer_map(ev, options)
             except ValueError as error:
                 raise BadRequest(str(error), "options") from error
-            scaled.append(postprocess.scale(raw[ev.name], size, relu=spec.relu))
+            scaled.append(postprocess.scale(raw[ev.name], size, relu=relu))
             if fusion == "adaptive":
                 acts, grads = (ev.acts[0], ev.grads[0]) if spec.needs.noisy_copies else (ev.acts, ev.grads)
                 evidence.append(postprocess.layer_evidence(acts, grads))
         maps = postprocess.fuse(scaled, fusion, evidence, options.get("temperature", 1.0), options.get("tanh", False))
+        class_maps = run.layers[0].extras.get("class_maps") if len(run.layers) == 1 else None
         return Explanation(maps, method, [ev.name for ev in run.layers], run.class_weights.argmax(1),
-                           run.logits, fusion, raw)
+                           run.logits, fusion, raw, class_maps)
 
     def _run(self, spec: Method, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> RunEvidence:
         needs = spec.needs
@@ -169,8 +199,9 @@ class Explainer:
             graph_layers = list(dict.fromkeys(layers + pres))
         else:
             graph_layers = layers
+        fed = [t for name in layers for t in self.tail_inputs(name)] if needs.masks in ("channel", "mosaic") else []
         if not needs.gradients:
-            out = self._forward(graph_layers, x)
+            out = self._forward(list(dict.fromkeys(graph_layers + fed)), x)
             logits = out[self.info.logits]
             rows = _resolve_top1(rows, logits)
         elif needs.noisy_copies:
@@ -189,17 +220,24 @@ class Explainer:
             out = self._gradients(graph_layers, x, rows, needs.input_gradient, shown)
             logits = out[self.info.logits]
             rows = _resolve_top1(rows, logits)
+        missing = [name for name in fed if name not in out]
+        if missing:  # a gradient run shows the layers; the tail also reads tensors around them
+            out.update(self._forward(missing, x))
         classifier = self._classifier(layers[0]) if needs.classifier else None
         evidence = []
         for name in layers:
             ev = Evidence(name, out.get(name), out.get(gt.GRAD_PREFIX + name), rows, logits, classifier)
+            if needs.masks:
+                ev.probe = GraphProbe(self, x, rows, name, {t: out[t] for t in self.tail_inputs(name)}
+                                      if needs.masks != "inputs" else None)
             if needs.layers == "conv":
                 pre, ev.bias = self._conv_blocks[name]
                 ev.pre_grads = out[gt.GRAD_PREFIX + pre]
             elif needs.layers == "bias":
                 ev.bias = self._bias_terms[name]
             evidence.append(ev)
-        return RunEvidence(x, logits, rows, evidence, out.get(gt.GRAD_PREFIX + self.info.input_name))
+        probe = GraphProbe(self, x, rows) if needs.masks else None
+        return RunEvidence(x, logits, rows, evidence, out.get(gt.GRAD_PREFIX + self.info.input_name), probe)
 
     # -- validation ---------------------------------------------------------------------------
     def _method(self, name: str) -> Method:
@@ -208,6 +246,8 @@ class Explainer:
         return METHODS[name]
 
     def _target_layers(self, spec: Method, layers: list[str] | None) -> list[str]:
+        if spec.needs.layers == "none":
+            return []
         if spec.needs.layers == "bias":
             return list(self._bias_terms)
         if spec.needs.layers == "conv":

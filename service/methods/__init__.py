@@ -1,5 +1,6 @@
 """Every CAM method, registered by name; importing this package fills METHODS."""
-from . import fullgrad, gradient, integrative, smooth  # noqa: F401 -- registration side effects
+from . import (ablation, fdcam, fullgrad, gradient, groupcam, integrative, recipro, rise, score,  # noqa: F401
+               smooth)  # registration side effects
 from .base import METHODS, Evidence, Method, Needs
 
 __all__ = ["METHODS", "Evidence", "Method", "Needs"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -17,12 +17,43 @@ class Needs:
     ("target": the caller's; "bias": every biased Conv/BN output, FullGrad; "conv": every conv
     block, Integrative CAM). input_gradient: d score / d input. classifier: the GAP+FC weights (CAM).
     noisy_copies: the batch is expanded with noisy copies of the input (Smooth Grad-CAM++).
+    masks: the method perturbs through `Evidence.probe` ("channel" or "mosaic": the network after
+    the layer; "inputs": the whole network on masked images); layers "none": no layer at all (RISE).
     """
     gradients: bool = False
     layers: str = "target"
     input_gradient: bool = False
     classifier: bool = False
     noisy_copies: bool = False
+    masks: str = ""
+
+
+class Probe(Protocol):
+    """Batched perturbation runs for one request, chunked so memory stays bounded.
+
+    Scores are class_weights . logits per perturbed copy, (N, M); with logits=True the
+    (N, M, classes) logits instead. M is the masks axis of the arguments.
+    """
+    x: np.ndarray              # (N, C, H, W) the images, NCHW
+    rows: np.ndarray           # (N, classes) class weights, top-1 resolved
+
+    def channels(self, masks: np.ndarray, fill=0.0, logits: bool = False) -> np.ndarray:
+        """The network after the layer on A*m + fill*(1-m); masks (N|1, M, K), fill (N|1, M|1, K|1)."""
+
+    def mosaic(self, positions: np.ndarray, spread: np.ndarray, logits: bool = True) -> np.ndarray:
+        """The network after the layer on copies holding A[:, positions[m]] * spread[m, p] at each position p."""
+
+    def inputs(self, maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, normalise: bool = False,
+               eps: float = 0.0, scale=None, noise=None, baseline=None, logits: bool = False) -> np.ndarray:
+        """The network on x*m + baseline*(1-m), m = normalised(rows @ maps @ cols) * scale + noise.
+
+        maps (N|1, M, h, w); rows (H, h) or (M, H, h); cols (w, W) or (M, w, W); scale (N|1, M|1, 1, 1);
+        noise: an array broadcastable to (N|1, M, H, W) or a function (start, stop) -> the noise of
+        masks start..stop; baseline broadcastable to x.
+        """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, classes) of a batch of images."""
 
 
 @dataclass
@@ -36,6 +67,8 @@ class Evidence:
     classifier: np.ndarray | None = None      # (classes, K)
     pre_grads: np.ndarray | None = None       # gradient at the pre-activation conv output
     bias: np.ndarray | None = None            # (K,) bias of the layer's conv
+    probe: Probe | None = None                # perturbation runs at this layer (methods with `masks`)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)   # by-products a method returns (class maps)
 
 
 @dataclass(frozen=True)
@@ -76,6 +109,29 @@ def method(name: str, needs: Needs, **spec) -> Callable:
         METHODS[name] = Method(name, fn, needs, doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
         return fn
     return register
+
+
+def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def class_score(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """rows . logits for (N, [M,] classes) logits: the target logit, or a class mix."""
+    return np.einsum("n...c,nc->n...", logits, rows)
+
+
+def class_probability(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """rows . softmax(logits) over classes: the target's probability, or a class mix of them."""
+    return class_score(softmax(logits.astype(np.float64), -1), rows.astype(np.float64)).astype(np.float32)
+
+
+def minmax_channels(acts: np.ndarray, eps: float) -> np.ndarray:
+    """(A - min) / (max(A - min) + eps) per channel of (N, K, h, w); a constant channel becomes 0."""
+    shifted = acts - acts.min(axis=(2, 3), keepdims=True)
+    top = shifted.max(axis=(2, 3), keepdims=True) + eps
+    return np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
 
 
 def weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:

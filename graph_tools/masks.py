@@ -1,0 +1,342 @@
+"""Mask-injection graphs: the network after a layer (or the whole network) run on a batch of perturbed copies.
+
+Three kinds, each one graph whose batch is N images x M masks, so a perturbation method costs a
+few runs instead of thousands of forward passes:
+
+* `channel_tail`: the tail after `layer` on A*m + fill*(1-m), one K-vector m per copy
+  (Ablation-CAM, FD-CAM channel switching).
+* `mosaic_tail`: the tail on copies holding A's feature vector at one position, spread by a weight
+  row over the map (Recipro-CAM, plain and 3x3 Gaussian).
+* `masked_inputs`: the whole network on x*m + baseline*(1-m), where the masks m are built in the graph
+  from low-resolution maps (upsampled by interpolation matrices fed at run time, optionally min-max
+  normalised per map, scaled and shifted by noise): Score-CAM and its variants, Group-CAM, RISE.
+
+When the layer feeds nothing but a global average pool, the tail graphs inject at the pooled tensor
+instead (masks constant over space commute with the pool; a mosaic pools to its centre vector
+times the mean of its weight row), so the tail runs on K-vectors, not K x h x w maps. When only
+the seeded score is needed and the logits come from a Gemm, that Gemm is replaced by a dot
+product with class_weights @ W, so a 1000-class head costs K multiply-adds per copy.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from . import graph as g
+from .errors import GraphError
+from .gradients import CLASS_WEIGHTS
+from .model_info import ModelInfo, inspect
+
+MASKS, FILL = "masks", "fill"
+POSITIONS, SPREAD = "positions", "spread"
+MAPS, ROWS, COLS, EPS, SCALE, NOISE, BASELINE = ("maps", "rows_interp", "cols_interp_t", "eps", "scale",
+                                                 "noise", "baseline")
+SCORES, LOGITS = "scores", "logits"
+_P = "inject::"
+_POOLS = ("GlobalAveragePool", "ReduceMean")
+_BIG = np.iinfo(np.int64).max
+
+
+class _Nodes:
+    """Appends opset-13 nodes to a list under one prefix; every helper returns its output name."""
+
+    def __init__(self, model: onnx.ModelProto, prefix: str):
+        self.model, self.prefix, self.nodes, self.count = model, prefix, [], 0
+
+    def name(self, hint: str) -> str:
+        self.count += 1
+        return f"{self.prefix}{hint}_{self.count}"
+
+    def op(self, op_type: str, inputs: list[str], hint: str = "", out: str | None = None, **attrs) -> str:
+        out = out or self.name(hint or op_type.lower())
+        self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
+        return out
+
+    def const(self, value, dtype=np.int64) -> str:
+        out = self.name("const")
+        self.nodes.append(g.constant_node(out, np.asarray(value, dtype)))
+        return out
+
+    def unsqueeze(self, x: str, axes: list[int]) -> str:
+        return self.op("Unsqueeze", [x, self.const(axes)])
+
+    def shape_from(self, x: str, start: int, end: int | None = None) -> str:
+        return self.op("Slice", [self.op("Shape", [x]), self.const([start]), self.const([_BIG if end is None else end])])
+
+    def reduce(self, op: str, x: str, axes: list[int], keepdims: int = 1) -> str:
+        out = self.name(op.lower())
+        self.nodes += g.reduce_node(op, self.model, x, out, axes, keepdims)
+        return out
+
+    def flat_batch(self, x: str, like: str, like_from: int = 1) -> str:
+        """x (A, B, ...) reshaped to (A*B, shape(like)[like_from:])."""
+        return self.op("Reshape", [x, self.op("Concat", [self.const([-1]), self.shape_from(like, like_from)], axis=0)])
+
+    def per_image(self, x: str, image: str) -> str:
+        """x (N*M, ...) reshaped to (N, M, ...) with N = shape(image)[0]."""
+        n = self.shape_from(image, 0, 1)
+        return self.op("Reshape", [x, self.op("Concat", [n, self.const([-1]), self.shape_from(x, 1)], axis=0)])
+
+
+_RESERVED = {MASKS, FILL, POSITIONS, SPREAD, MAPS, ROWS, COLS, EPS, SCALE, NOISE, BASELINE, SCORES, LOGITS,
+             CLASS_WEIGHTS}
+
+
+def _prepared(model: onnx.ModelProto, info: ModelInfo) -> tuple[onnx.ModelProto, str]:
+    """A copy to rewrite (opset >= 13) and the name its logits go by there."""
+    result = g.copy(model)
+    if g.opset(result) < 13:  # the injected nodes use opset-13 Unsqueeze/Slice forms
+        result = g.upgrade(result, 13)
+    graph = result.graph
+    logits = info.logits
+    if logits in _RESERVED:  # "logits" is a common output name: keep it free for ours
+        g.rename(graph, logits, logits + "::model")
+        logits += "::model"
+    taken = set(g.producers(graph)) | {i.name for i in graph.input}
+    clash = sorted(_RESERVED & taken)
+    if clash:
+        raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name mask graphs reserve")
+    return result, logits
+
+
+def pooled_by(model: onnx.ModelProto, layer: str) -> onnx.NodeProto | None:
+    """The global average pool that is the only reader of `layer`, if it is one (spatial axes 2, 3)."""
+    readers = g.consumers(model.graph).get(layer, [])
+    if len(readers) != 1 or readers[0].op_type not in _POOLS:
+        return None
+    node = readers[0]
+    if node.op_type == "ReduceMean":
+        axes = next((list(a.ints) for a in node.attribute if a.name == "axes"), None)
+        if axes is None and len(node.input) > 1 and node.input[1]:
+            value = g.constant_value(model.graph, node.input[1])
+            axes = None if value is None else value.tolist()
+        if axes is None or sorted(a % 4 for a in axes) != [2, 3]:
+            return None
+    return node
+
+
+def _check_layer(model: onnx.ModelProto, info: ModelInfo, layer: str) -> None:
+    if layer not in g.producers(model.graph):
+        raise GraphError(f"tensor {layer!r} is not produced by this graph")
+    if layer not in g.ancestors(model.graph, [info.logits]):
+        raise GraphError(f"tensor {layer!r} does not feed the logits {info.logits!r}")
+
+
+def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = None) -> list[str]:
+    """What a tail graph at `layer` is fed: the layer first, then every other tensor computed from the
+    image that the network after the layer reads (a skip connection around the layer, say)."""
+    info = info or inspect(model)
+    _check_layer(model, info, layer)
+    graph = model.graph
+    pool = pooled_by(model, layer)
+    point = pool.output[0] if pool is not None else layer
+    tail = g.descendants(graph, point) & g.ancestors(graph, [info.logits])
+    from_image = g.descendants(graph, info.input_name)
+    made_by = g.producers(graph)
+    outside = []
+    for node in graph.node:
+        if not any(o in tail for o in node.output):
+            continue
+        for name in node.input:
+            if name and name not in tail and name in from_image and name != point and name not in outside:
+                outside.append(name)
+    for name in outside:
+        node = made_by.get(name)
+        if node is not None and node.op_type in ("Shape", "Size"):
+            raise GraphError(f"the network after {layer!r} reads the shape of {name!r}, computed before it; "
+                             "cannot run it on a batch of masked copies")
+    return [layer, *[name for name in outside if name != layer]]
+
+
+def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits: bool,
+                inject) -> onnx.ModelProto:
+    """The tail after `layer`, fed per-image tensors; `inject(nodes, point_is_pooled, pool)` makes the
+    (N*M, ...) injected tensor for the injection point and returns (name, copies) where `copies` is
+    a (1,)-shaped int64 tensor holding M."""
+    fed = tail_inputs(model, layer, info)
+    result, logits = _prepared(model, info)
+    graph = result.graph
+    pool = pooled_by(result, layer)
+    point = pool.output[0] if pool is not None else layer
+    values = g.infer(result) if len(fed) > 1 else {}
+    nodes = _Nodes(result, _P)
+    injected, copies = inject(nodes, pool)
+    renamed = {point: injected}
+    for name in fed[1:]:
+        rank = len(g.dims(values[name])) if name in values else 0
+        if not rank:
+            raise GraphError(f"the rank of {name!r} is unknown; cannot repeat it per mask")
+        ones = nodes.const([1] * (rank - 1))
+        grown = nodes.op("Expand", [nodes.unsqueeze(name, [1]),
+                                    nodes.op("Concat", [nodes.const([1]), copies, ones], axis=0)])
+        renamed[name] = nodes.flat_batch(grown, name)
+    # the head (what computes the fed tensors from the image) goes; constants it shares stay
+    head = (g.ancestors(graph, fed) & g.descendants(graph, info.input_name)) | set(fed)
+    tail_nodes = [n for n in graph.node if not set(n.output) & head]
+    for node in tail_nodes:
+        if node is pool:  # the pool reads the un-masked layer, once per image
+            continue
+        for k, name in enumerate(node.input):
+            if name in renamed:
+                node.input[k] = renamed[name]
+    del graph.node[:]
+    graph.node.extend(tail_nodes + nodes.nodes)
+    del graph.input[:]
+    graph.input.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in fed)
+    _add_outputs(result, info, logits, nodes, layer, full_logits)
+    return result
+
+
+def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _Nodes, image: str,
+                 full_logits: bool) -> None:
+    """Outputs `scores` (N, M) = class_weights . logits per copy, and `logits` (N, M, classes) if asked.
+
+    Without full logits, a final Gemm with a constant weight becomes a dot product with
+    class_weights @ W: the same scores at a fraction of the cost of every class.
+    """
+    graph = model.graph
+    start = len(nodes.nodes)
+    rows = CLASS_WEIGHTS
+    gemm = g.producers(graph).get(logits)
+    weight = _gemm_weight(graph, gemm) if gemm is not None and not full_logits else None
+    if weight is not None:
+        w, b = weight
+        feature = nodes.per_image(gemm.input[0], image)                                  # (N, M, K)
+        projected = nodes.op("MatMul", [rows, nodes.const(w, np.float32)])               # (N, K)
+        scores = nodes.reduce("ReduceSum", nodes.op("Mul", [feature, nodes.unsqueeze(projected, [1])]), [2], 0)
+        if b is not None:
+            scores = nodes.op("Add", [scores, nodes.unsqueeze(nodes.op("MatMul", [rows, nodes.const(b, np.float32)]),
+                                                              [1])])
+        nodes.op("Identity", [scores], out=SCORES)   # the Gemm, no longer read, is pruned
+    else:
+        per_copy = nodes.per_image(logits, image)                                        # (N, M, classes)
+        product = nodes.op("Mul", [per_copy, nodes.unsqueeze(rows, [1])])
+        nodes.op("Identity", [nodes.reduce("ReduceSum", product, [2], 0)], out=SCORES)
+        if full_logits:
+            nodes.op("Identity", [per_copy], out=LOGITS)
+    graph.node.extend(nodes.nodes[start:])
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["N", "M"]))
+    if full_logits:
+        graph.output.append(helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", "M", info.num_classes]))
+    graph.input.append(helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes]))
+
+
+def _gemm_weight(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(W as (classes, K), b or None) of a plain Gemm y = h W^T + b with constant W and b, else None."""
+    if node.op_type != "Gemm":
+        return None
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+        return None
+    w = g.constant_value(graph, node.input[1])
+    b = g.constant_value(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if w is None or (len(node.input) > 2 and node.input[2] and b is None):
+        return None
+    w = w if attrs.get("transB", 0) else w.T
+    if b is not None and b.shape != (w.shape[0],):
+        return None
+    return w.astype(np.float32), None if b is None else b.astype(np.float32)
+
+
+def channel_tail(model: onnx.ModelProto, layer: str, full_logits: bool = False,
+                 info: ModelInfo | None = None) -> onnx.ModelProto:
+    """Inputs: tail_inputs(model, layer) (N, ...), `masks` (N|1, M, K), `fill` broadcastable to
+    (N|1, M, K), class_weights (N, classes). Outputs `scores` (N, M) [and `logits` (N, M, classes)]
+    of the tail run on A*m + fill*(1-m), channel by channel."""
+    def inject(nodes: _Nodes, pool):
+        point = layer if pool is None else pool.output[0]
+        trailing = [3, 4] if pool is None or _keeps_dims(pool) else []
+        mask = nodes.unsqueeze(MASKS, trailing) if trailing else MASKS                # (B, M, K, 1, 1)
+        fill = nodes.unsqueeze(FILL, trailing) if trailing else FILL
+        acts = nodes.unsqueeze(point, [1])                                             # (N, 1, K, ...)
+        # A*m + fill*(1-m), not fill + m*(A-fill): exact for 0/1 masks even with pytorch-grad-cam's
+        # fill of min(A) - 1e7, where A - fill would round A away
+        kept = nodes.op("Mul", [mask, acts])
+        filled = nodes.op("Mul", [fill, nodes.op("Sub", [nodes.const(1.0, np.float32), mask])])
+        return nodes.flat_batch(nodes.op("Add", [kept, filled]), point), nodes.shape_from(MASKS, 1, 2)
+
+    result = _tail_graph(model, info or inspect(model), layer, full_logits, inject)
+    result.graph.input.extend([helper.make_tensor_value_info(MASKS, TensorProto.FLOAT, [None, "M", None]),
+                               helper.make_tensor_value_info(FILL, TensorProto.FLOAT, None)])
+    return _finish(result)
+
+
+def _keeps_dims(pool: onnx.NodeProto) -> bool:
+    return pool.op_type == "GlobalAveragePool" or next((a.i for a in pool.attribute if a.name == "keepdims"), 1) == 1
+
+
+def mosaic_tail(model: onnx.ModelProto, layer: str, full_logits: bool = True,
+                info: ModelInfo | None = None) -> onnx.ModelProto:
+    """Inputs: tail_inputs(model, layer), `positions` (M,) int64 flat indices i*w + j, `spread` (M, h*w),
+    class_weights. Copy m holds A[:, positions[m]] * spread[m, p] at every position p (Recipro-CAM:
+    spread is one-hot for the plain variant, the 3x3 Gaussian around the position otherwise)."""
+    def inject(nodes: _Nodes, pool):
+        flat = nodes.op("Reshape", [layer, nodes.const([0, 0, -1])])                    # (N, K, P)
+        centre = nodes.op("Gather", [flat, POSITIONS], axis=2)                          # (N, K, M)
+        copies = nodes.shape_from(POSITIONS, 0, 1)
+        if pool is None:
+            spread = nodes.op("Mul", [nodes.unsqueeze(centre, [3]), SPREAD])             # (N, K, M, P)
+            moved = nodes.op("Transpose", [spread], perm=[0, 2, 1, 3])
+            return nodes.flat_batch(moved, layer), copies
+        share = nodes.reduce("ReduceMean", SPREAD, [1], 0)                             # (M,)
+        moved = nodes.op("Transpose", [nodes.op("Mul", [centre, share])], perm=[0, 2, 1])  # (N, M, K)
+        return nodes.flat_batch(moved, pool.output[0]), copies
+
+    result = _tail_graph(model, info or inspect(model), layer, full_logits, inject)
+    result.graph.input.extend([helper.make_tensor_value_info(POSITIONS, TensorProto.INT64, ["M"]),
+                               helper.make_tensor_value_info(SPREAD, TensorProto.FLOAT, ["M", None])])
+    return _finish(result)
+
+
+def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = False,
+                  info: ModelInfo | None = None) -> onnx.ModelProto:
+    """The whole network on x*m + baseline*(1-m), M masks per image, built in the graph.
+
+    Inputs: the image input (N, C, H, W in the model's layout), `maps` (N|1, M, h, w),
+    `rows_interp` (H, h) or (M, H, h) and `cols_interp_t` (w, W) or (M, w, W) (so the upsampled map
+    is rows @ map @ cols), `eps` (scalar; with `normalise`, m = (U - min) / (max - min + eps) per map),
+    `scale` broadcastable to (N|1, M, 1, 1), `noise` broadcastable to (N|1, M, H, W) (m = m*scale + noise),
+    `baseline` broadcastable to the image, class_weights. Outputs as channel_tail.
+    """
+    info = info or inspect(model)
+    result, logits = _prepared(model, info)
+    graph = result.graph
+    image = info.input_name
+    nodes = _Nodes(result, _P)
+    up = nodes.op("MatMul", [nodes.op("MatMul", [ROWS, MAPS]), COLS])                 # (B, M, H, W)
+    if normalise:
+        low = nodes.reduce("ReduceMin", up, [2, 3])
+        span = nodes.op("Add", [nodes.op("Sub", [nodes.reduce("ReduceMax", up, [2, 3]), low]), EPS])
+        span = nodes.op("Max", [span, nodes.const(1e-30, np.float32)])   # a constant map becomes 0, not NaN
+        up = nodes.op("Div", [nodes.op("Sub", [up, low]), span])
+    mask = nodes.op("Add", [nodes.op("Mul", [up, SCALE]), NOISE])
+    mask = nodes.unsqueeze(mask, [2] if info.layout == "NCHW" else [4])                # (B, M, 1, H, W)
+    x = nodes.unsqueeze(image, [1])
+    base = nodes.unsqueeze(BASELINE, [1])
+    rest = nodes.op("Sub", [nodes.const(1.0, np.float32), mask])
+    mixed = nodes.op("Add", [nodes.op("Mul", [x, mask]), nodes.op("Mul", [base, rest])])  # (N, M, C, H, W)
+    masked = nodes.flat_batch(mixed, image)
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name == image:
+                node.input[k] = masked
+    graph.node.extend(nodes.nodes)
+    nodes.nodes = []
+    _add_outputs(result, info, logits, nodes, image, full_logits)
+    graph.input.extend([helper.make_tensor_value_info(MAPS, TensorProto.FLOAT, [None, "M", None, None]),
+                        helper.make_tensor_value_info(ROWS, TensorProto.FLOAT, None),
+                        helper.make_tensor_value_info(COLS, TensorProto.FLOAT, None),
+                        helper.make_tensor_value_info(EPS, TensorProto.FLOAT, []),
+                        helper.make_tensor_value_info(SCALE, TensorProto.FLOAT, None),
+                        helper.make_tensor_value_info(NOISE, TensorProto.FLOAT, None),
+                        helper.make_tensor_value_info(BASELINE, TensorProto.FLOAT, None)])
+    return _finish(result)
+
+
+def _finish(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = model.graph
+    del graph.value_info[:]
+    g.toposort(graph)
+    return g.prune(model)

@@ -1,0 +1,50 @@
+"""FD-CAM: Grad-CAM weights combined with the score change of switching similar channels on and off together."""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Evidence, Needs, class_score, method, weighted_sum
+
+
+def similarity_groups(acts: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, K, K) 0/1: row p marks the channels whose cosine similarity to p is above p's `threshold` quantile."""
+    n, k = acts.shape[:2]
+    flat = acts.reshape(n, k, -1).astype(np.float32)
+    norms = np.linalg.norm(flat, axis=2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cosine = (flat @ flat.transpose(0, 2, 1)) / (norms[:, :, None] * norms[:, None, :])
+    cosine = np.nan_to_num(cosine, nan=0.0, posinf=0.0, neginf=0.0)
+    # torch.quantile's linear interpolation from the two order statistics around q * (K - 1)
+    position = threshold * (k - 1)
+    low = int(np.floor(position))
+    high = min(low + 1, k - 1)
+    ordered = np.partition(cosine, (low, high), axis=2)
+    cut = ordered[..., low] + (position - low) * (ordered[..., high] - ordered[..., low])
+    return (cosine > cut[..., None]).astype(np.float32)
+
+
+def _unit_range(v: np.ndarray) -> np.ndarray:
+    low, high = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
+    span = high - low
+    return np.divide(v - low, span, out=np.zeros_like(v), where=span > 0)
+
+
+@method("fdcam", needs=Needs(gradients=True, masks="channel"), options={"threshold": 0.95, "relu": False},
+        relu=False, cost="1 forward + 1 backward + 2K runs of the network after the layer")
+def fdcam(ev: Evidence, threshold: float) -> np.ndarray:
+    """FD-CAM (official code): w = exp(minmax(s_on + s_off)) * minmax(mean grad) - 0.5.
+
+    s_on[p] is the score with only p's similarity group kept, s_off[p] the drop with it removed.
+    Like grad-cam 1.3.2, which the official code pins, no ReLU before the min-max (relu=True adds it).
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    acts = ev.acts
+    k = acts.shape[1]
+    on = similarity_groups(acts, threshold)
+    scores = ev.probe.channels(np.concatenate([on, 1.0 - on], axis=1))        # (N, 2K)
+    full = class_score(ev.logits, ev.class_weights)[:, None]
+    switching = scores[:, :k] + (full - scores[:, k:])
+    gradient = ev.grads.mean(axis=(2, 3))
+    weights = np.exp(_unit_range(switching.astype(np.float64))) * _unit_range(gradient.astype(np.float64)) - 0.5
+    return weighted_sum(acts, weights)
