@@ -24,6 +24,7 @@ test: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/gradient_family.py
+	$(BIN)/python bench/perturbation_family.py
 
 clean:
 	rm -rf $(VENV) .cache out

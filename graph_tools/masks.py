@@ -131,7 +131,7 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
     graph = model.graph
     pool = pooled_by(model, layer)
     point = pool.output[0] if pool is not None else layer
-    tail = g.descendants(graph, point) & g.ancestors(graph, [info.logits])
+    tail = (g.descendants(graph, point) - {point}) & g.ancestors(graph, [info.logits])
     from_image = g.descendants(graph, info.input_name)
     made_by = g.producers(graph)
     outside = []
@@ -142,8 +142,8 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
             if name and name not in tail and name in from_image and name != point and name not in outside:
                 outside.append(name)
     for name in outside:
-        node = made_by.get(name)
-        if node is not None and node.op_type in ("Shape", "Size"):
+        sizes = [made_by[t] for t in g.ancestors(graph, [name]) if t in made_by and made_by[t].op_type in ("Shape", "Size")]
+        if sizes:
             raise GraphError(f"the network after {layer!r} reads the shape of {name!r}, computed before it; "
                              "cannot run it on a batch of masked copies")
     return [layer, *[name for name in outside if name != layer]]
@@ -290,7 +290,7 @@ def mosaic_tail(model: onnx.ModelProto, layer: str, full_logits: bool = True,
     return _finish(result)
 
 
-def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = False,
+def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = False, baseline: bool = True,
                   info: ModelInfo | None = None) -> onnx.ModelProto:
     """The whole network on x*m + baseline*(1-m), M masks per image, built in the graph.
 
@@ -298,7 +298,8 @@ def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = F
     `rows_interp` (H, h) or (M, H, h) and `cols_interp_t` (w, W) or (M, w, W) (so the upsampled map
     is rows @ map @ cols), `eps` (scalar; with `normalise`, m = (U - min) / (max - min + eps) per map),
     `scale` broadcastable to (N|1, M, 1, 1), `noise` broadcastable to (N|1, M, H, W) (m = m*scale + noise),
-    `baseline` broadcastable to the image, class_weights. Outputs as channel_tail.
+    `baseline` broadcastable to the image (without `baseline`, no such input: x*m), class_weights.
+    Outputs as channel_tail.
     """
     info = info or inspect(model)
     result, logits = _prepared(model, info)
@@ -313,10 +314,10 @@ def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = F
         up = nodes.op("Div", [nodes.op("Sub", [up, low]), span])
     mask = nodes.op("Add", [nodes.op("Mul", [up, SCALE]), NOISE])
     mask = nodes.unsqueeze(mask, [2] if info.layout == "NCHW" else [4])                # (B, M, 1, H, W)
-    x = nodes.unsqueeze(image, [1])
-    base = nodes.unsqueeze(BASELINE, [1])
-    rest = nodes.op("Sub", [nodes.const(1.0, np.float32), mask])
-    mixed = nodes.op("Add", [nodes.op("Mul", [x, mask]), nodes.op("Mul", [base, rest])])  # (N, M, C, H, W)
+    mixed = nodes.op("Mul", [nodes.unsqueeze(image, [1]), mask])                       # (N, M, C, H, W)
+    if baseline:
+        rest = nodes.op("Sub", [nodes.const(1.0, np.float32), mask])
+        mixed = nodes.op("Add", [mixed, nodes.op("Mul", [nodes.unsqueeze(BASELINE, [1]), rest])])
     masked = nodes.flat_batch(mixed, image)
     for node in graph.node:
         for k, name in enumerate(node.input):
@@ -330,8 +331,9 @@ def masked_inputs(model: onnx.ModelProto, normalise: bool, full_logits: bool = F
                         helper.make_tensor_value_info(COLS, TensorProto.FLOAT, None),
                         helper.make_tensor_value_info(EPS, TensorProto.FLOAT, []),
                         helper.make_tensor_value_info(SCALE, TensorProto.FLOAT, None),
-                        helper.make_tensor_value_info(NOISE, TensorProto.FLOAT, None),
-                        helper.make_tensor_value_info(BASELINE, TensorProto.FLOAT, None)])
+                        helper.make_tensor_value_info(NOISE, TensorProto.FLOAT, None)])
+    if baseline:
+        graph.input.append(helper.make_tensor_value_info(BASELINE, TensorProto.FLOAT, None))
     return _finish(result)
 
 

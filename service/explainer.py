@@ -101,8 +101,8 @@ class Explainer:
         build = gm.channel_tail if kind == "channel" else gm.mosaic_tail
         return build(self.model, layer, logits, self.info)
 
-    def input_graph(self, normalise: bool, logits: bool) -> onnx.ModelProto:
-        return gm.masked_inputs(self.model, normalise, logits, self.info)
+    def input_graph(self, normalise: bool, logits: bool, baseline: bool) -> onnx.ModelProto:
+        return gm.masked_inputs(self.model, normalise, logits, baseline, self.info)
 
     # -- runs ---------------------------------------------------------------------------------
     def feed(self, x: np.ndarray) -> np.ndarray:

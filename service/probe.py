@@ -72,12 +72,16 @@ class GraphProbe:
         maps, rows, cols = (np.asarray(a, np.float32) for a in (maps, rows, cols))
         unit = np.ones((1, 1, 1, 1), np.float32)
         scale = unit if scale is None else np.asarray(scale, np.float32)
-        baseline = 0 * unit if baseline is None else np.asarray(baseline, np.float32)
         explainer = self.explainer
-        key = ("inputs", normalise, logits)
-        build = lambda: explainer.input_graph(normalise, logits)  # noqa: E731
+        blend = baseline is not None
+        key = ("inputs", normalise, logits, blend)
+        build = lambda: explainer.input_graph(normalise, logits, blend)  # noqa: E731
         image = explainer.feed(self.x)
-        base = explainer.feed(baseline) if baseline.ndim == 4 and baseline.shape[1:] == self.x.shape[1:] else baseline
+        extra = {}
+        if blend:
+            baseline = np.asarray(baseline, np.float32)
+            full = baseline.ndim == 4 and baseline.shape[1:] == self.x.shape[1:]
+            extra[gm.BASELINE] = explainer.feed(baseline) if full else baseline
 
         def feeds(a: int, b: int) -> dict:
             if callable(noise):
@@ -87,7 +91,7 @@ class GraphProbe:
             return {explainer.info.input_name: image, gm.MAPS: maps[:, a:b],
                     gm.ROWS: rows[a:b] if rows.ndim == 3 else rows, gm.COLS: cols[a:b] if cols.ndim == 3 else cols,
                     gm.EPS: np.array(eps, np.float32), gm.SCALE: scale[:, a:b] if scale.shape[1] > 1 else scale,
-                    gm.NOISE: shift, gm.BASELINE: base}
+                    gm.NOISE: shift, **extra}
         return self._collect(key, build, maps.shape[1], self._chunk(int(np.prod(self.x.shape[1:]))), feeds, logits)
 
     def forward(self, x: np.ndarray) -> np.ndarray:

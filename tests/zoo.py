@@ -149,6 +149,9 @@ ZOO = {m.name: m for m in [
     ZooModel("resnet18_batch1", random_model("resnet18"), "layer4.1", fixed_batch=True),
     ZooModel("resnet18_opset11", random_model("resnet18"), "layer4.1", opset=11),
     ZooModel("tinynet_batch1", TinyNet, "features.8", size=32, fixed_batch=True),
+    # small inputs, for the peers' perturbation methods (hundreds of full forwards per map)
+    ZooModel("resnet18_96", random_model("resnet18"), "layer4.1", size=96),
+    ZooModel("real_mobilenet_v2_96", real_mobilenet_v2, "features.18", size=96),
 ]}
 
 

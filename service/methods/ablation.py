@@ -5,18 +5,44 @@ import numpy as np
 
 from .base import Evidence, Needs, class_score, method, weighted_sum
 
-# pytorch-grad-cam's AblationLayer: a layer whose minimum is 0 is ablated with 0, any other with a
-# value far below its minimum (min - 1e7), so that a "switched off" channel stays off after the layer.
-FAR_BELOW = 1e7
+# A layer whose minimum is 0 is ablated with 0; any other with a value far below its minimum, so a
+# switched-off channel stays off after the layer (pytorch-grad-cam's AblationLayer).
+FAR_BELOW = np.float32(1e7)
+PEER_BATCH = 32
 
 
-@method("ablationcam", needs=Needs(masks="channel"), cost="1 forward + K runs of the network after the layer")
-def ablationcam(ev: Evidence) -> np.ndarray:
-    """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (S - S with channel k ablated) / S."""
-    acts = ev.acts
+def _fill(acts: np.ndarray, fill) -> np.ndarray:
+    """(N, K, 1): the value each ablated channel is set to."""
     n, k = acts.shape[:2]
-    lowest = acts.reshape(n, -1).min(axis=1)
-    fill = np.where(lowest == 0, 0.0, lowest - FAR_BELOW).astype(np.float32)[:, None, None]
-    ablated = ev.probe.channels((1.0 - np.eye(k, dtype=np.float32))[None], fill)
+    lowest = acts.reshape(n, -1).min(axis=1).astype(np.float32)
+    if fill == "min-1e7":
+        return np.where(lowest == 0, 0, lowest - FAR_BELOW)[:, None, None].repeat(k, 1).astype(np.float32)
+    if fill == "pytorch-grad-cam":
+        # its AblationLayer re-reads the minimum after each in-place ablation, so within a batch of
+        # 32 copies the i-th gets min - (i+1)e7, in float32 steps
+        steps = np.empty((n, PEER_BATCH), np.float32)
+        value = lowest.copy()
+        for i in range(PEER_BATCH):
+            value = (value - FAR_BELOW).astype(np.float32)
+            steps[:, i] = value
+        per_channel = steps[:, np.arange(k) % PEER_BATCH]
+        return np.where(lowest[:, None] == 0, 0, per_channel)[:, :, None].astype(np.float32)
+    if isinstance(fill, (int, float)) and not isinstance(fill, bool) and np.isfinite(fill):
+        return np.full((n, k, 1), fill, np.float32)
+    raise ValueError(f"fill must be 'min-1e7', 'pytorch-grad-cam' or a finite number, got {fill!r}")
+
+
+@method("ablationcam", needs=Needs(masks="channel"), options={"fill": "min-1e7"},
+        cost="1 forward + K runs of the network after the layer")
+def ablationcam(ev: Evidence, fill) -> np.ndarray:
+    """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (S - S with channel k ablated) / S.
+
+    fill: "min-1e7" (0 when the layer's minimum is 0, else min - 1e7: pytorch-grad-cam's stated rule),
+    "pytorch-grad-cam" (that library's actual values, which also drop by 1e7 per copy within its
+    batches of 32 on layers that go negative), or a number.
+    """
+    acts = ev.acts
+    k = acts.shape[1]
+    ablated = ev.probe.channels((1.0 - np.eye(k, dtype=np.float32))[None], _fill(acts, fill))
     original = class_score(ev.logits, ev.class_weights)[:, None]
     return weighted_sum(acts, (original - ablated) / original)
