@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 from . import graph as g
 from .errors import GraphError
 from .gradients import CLASS_WEIGHTS
-from .model_info import ModelInfo, inspect
+from .model_info import ModelInfo, inspect, linear_head
 
 MASKS, FILL = "masks", "fill"
 POSITIONS, SPREAD = "positions", "spread"
@@ -241,26 +241,57 @@ def _gemm_weight(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[np.ndarr
 
 
 def channel_tail(model: onnx.ModelProto, layer: str, full_logits: bool = False,
-                 info: ModelInfo | None = None) -> onnx.ModelProto:
+                 info: ModelInfo | None = None, fill: bool = True) -> onnx.ModelProto:
     """Inputs: tail_inputs(model, layer) (N, ...), `masks` (N|1, M, K), `fill` broadcastable to
-    (N|1, M, K), class_weights (N, classes). Outputs `scores` (N, M) [and `logits` (N, M, classes)]
-    of the tail run on A*m + fill*(1-m), channel by channel."""
+    (N|1, M, K) (with fill=False, no such input: zeros), class_weights (N, classes). Outputs
+    `scores` (N, M) [and `logits` (N, M, classes)] of the tail run on A*m + fill*(1-m)."""
+    info = info or inspect(model)
+    head = linear_head(model, layer) if not (full_logits or fill) and pooled_by(model, layer) else None
+    if head is not None and head[2] == info.logits:
+        return _linear_channel_tail(model, layer, head[0], head[1], info)
+
     def inject(nodes: _Nodes, pool):
         point = layer if pool is None else pool.output[0]
         trailing = [3, 4] if pool is None or _keeps_dims(pool) else []
         mask = nodes.unsqueeze(MASKS, trailing) if trailing else MASKS                # (B, M, K, 1, 1)
-        fill = nodes.unsqueeze(FILL, trailing) if trailing else FILL
-        acts = nodes.unsqueeze(point, [1])                                             # (N, 1, K, ...)
-        # A*m + fill*(1-m), not fill + m*(A-fill): exact for 0/1 masks even with pytorch-grad-cam's
-        # fill of min(A) - 1e7, where A - fill would round A away
-        kept = nodes.op("Mul", [mask, acts])
-        filled = nodes.op("Mul", [fill, nodes.op("Sub", [nodes.const(1.0, np.float32), mask])])
-        return nodes.flat_batch(nodes.op("Add", [kept, filled]), point), nodes.shape_from(MASKS, 1, 2)
+        mixed = nodes.op("Mul", [mask, nodes.unsqueeze(point, [1])])                  # (N, M, K, ...)
+        if fill:
+            # A*m + fill*(1-m), not fill + m*(A-fill): exact for 0/1 masks even with pytorch-grad-cam's
+            # fill of min(A) - 1e7, where A - fill would round A away
+            value = nodes.unsqueeze(FILL, trailing) if trailing else FILL
+            rest = nodes.op("Sub", [nodes.const(1.0, np.float32), mask])
+            mixed = nodes.op("Add", [mixed, nodes.op("Mul", [value, rest])])
+        return nodes.flat_batch(mixed, point), nodes.shape_from(MASKS, 1, 2)
 
-    result = _tail_graph(model, info or inspect(model), layer, full_logits, inject)
-    result.graph.input.extend([helper.make_tensor_value_info(MASKS, TensorProto.FLOAT, [None, "M", None]),
-                               helper.make_tensor_value_info(FILL, TensorProto.FLOAT, None)])
+    result = _tail_graph(model, info, layer, full_logits, inject)
+    result.graph.input.append(helper.make_tensor_value_info(MASKS, TensorProto.FLOAT, [None, "M", None]))
+    if fill:
+        result.graph.input.append(helper.make_tensor_value_info(FILL, TensorProto.FLOAT, None))
     return _finish(result)
+
+
+def _linear_channel_tail(model: onnx.ModelProto, layer: str, weight: np.ndarray, bias: np.ndarray,
+                         info: ModelInfo) -> onnx.ModelProto:
+    """The tail GAP -> linear on A*m, folded: score = m . (mean(A) * (rows @ W)) + rows @ b, so the
+    copies cost one (M, K) x (K,) product each and no copy of A is ever made."""
+    out = onnx.ModelProto()
+    out.opset_import.add(domain="", version=17)
+    out.ir_version = 8
+    nodes = _Nodes(out, _P)
+    pooled = nodes.reduce("ReduceMean", layer, [2, 3], 0)                              # (N, K)
+    projected = nodes.op("MatMul", [CLASS_WEIGHTS, nodes.const(weight, np.float32)])   # (N, K)
+    column = nodes.unsqueeze(nodes.op("Mul", [pooled, projected]), [2])                # (N, K, 1)
+    scores = nodes.op("Reshape", [nodes.op("MatMul", [MASKS, column]), nodes.const([0, -1])])
+    offset = nodes.unsqueeze(nodes.op("MatMul", [CLASS_WEIGHTS, nodes.const(bias, np.float32)]), [1])
+    nodes.op("Add", [scores, offset], out=SCORES)
+    classes = len(bias)
+    out.graph.CopyFrom(helper.make_graph(
+        nodes.nodes, "linear_channel_tail",
+        [helper.make_tensor_value_info(layer, TensorProto.FLOAT, ["N", len(weight[0]), None, None]),
+         helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", classes]),
+         helper.make_tensor_value_info(MASKS, TensorProto.FLOAT, [None, "M", len(weight[0])])],
+        [helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["N", "M"])]))
+    return out
 
 
 def _keeps_dims(pool: onnx.NodeProto) -> bool:

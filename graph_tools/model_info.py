@@ -133,27 +133,58 @@ def inspect(source) -> ModelInfo:
                      tuple(layers), layers[-1].name)
 
 
-def classifier_weights(model: onnx.ModelProto, layer: str) -> np.ndarray:
-    """The (classes, K) weights of a GAP -> (Flatten) -> Gemm/MatMul head fed by `layer` (for CAM)."""
+def linear_head(model: onnx.ModelProto, layer: str) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(W (classes, K), b (classes,), output tensor) when `layer` feeds global average pooling, then
+    only reshapes, then one linear layer (Gemm, or MatMul + Add) with constant weights; else None."""
     graph = model.graph
     users = g.consumers(graph)
     name, pooled = layer, False
     for _ in range(6):
         nexts = users.get(name, [])
         if len(nexts) != 1:
-            break
+            return None
         node = nexts[0]
-        if node.op_type in ("GlobalAveragePool", "ReduceMean"):
+        if node.op_type in ("GlobalAveragePool", "ReduceMean") and not pooled:
             pooled = True
         elif node.op_type in ("Gemm", "MatMul") and pooled:
-            weight = g.constant_value(graph, node.input[1])
-            if weight is None:
-                break
-            if node.op_type == "Gemm" and any(a.name == "transB" and a.i == 1 for a in node.attribute):
-                return weight.astype(np.float32)
-            return weight.T.astype(np.float32)
-        elif node.op_type not in ("Flatten", "Reshape", "Squeeze", "Identity"):
-            break
+            return _linear(graph, users, node)
+        elif node.op_type not in ("Flatten", "Reshape", "Squeeze", "Identity", "Dropout"):
+            return None
         name = node.output[0]
-    raise GraphError(f"CAM needs layer {layer!r} to feed global average pooling and a linear classifier; "
-                     "this graph has something else there (use gradcam)")
+    return None
+
+
+def _linear(graph: onnx.GraphProto, users: dict, node: onnx.NodeProto):
+    weight = g.constant_value(graph, node.input[1])
+    if weight is None or weight.ndim != 2:
+        return None
+    if node.op_type == "MatMul":
+        weight, out = weight.T, node.output[0]
+        after = users.get(out, [])
+        bias = None
+        if len(after) == 1 and after[0].op_type == "Add":
+            other = [i for i in after[0].input if i != out]
+            bias = g.constant_value(graph, other[0]) if len(other) == 1 else None
+            if bias is not None:
+                out = after[0].output[0]
+        bias = np.zeros(len(weight), np.float32) if bias is None else bias
+        return weight.astype(np.float32), bias.reshape(-1).astype(np.float32), out
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("transA", 0):
+        return None
+    weight = weight if attrs.get("transB", 0) else weight.T
+    bias = g.constant_value(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(len(weight))
+    if bias is None or bias.size not in (1, len(weight)):
+        return None
+    alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+    bias = np.broadcast_to(bias.reshape(-1), (len(weight),)) * beta
+    return (alpha * weight).astype(np.float32), bias.astype(np.float32), node.output[0]
+
+
+def classifier_weights(model: onnx.ModelProto, layer: str) -> np.ndarray:
+    """The (classes, K) weights of a GAP -> (Flatten) -> Gemm/MatMul head fed by `layer` (for CAM)."""
+    head = linear_head(model, layer)
+    if head is None:
+        raise GraphError(f"CAM needs layer {layer!r} to feed global average pooling and a linear classifier; "
+                         "this graph has something else there (use gradcam)")
+    return head[0]

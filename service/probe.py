@@ -50,18 +50,19 @@ class GraphProbe:
     def channels(self, masks: np.ndarray, fill=0.0, logits: bool = False) -> np.ndarray:
         masks = np.asarray(masks, np.float32)
         fill = np.asarray(fill, np.float32).reshape((-1, 1, 1) if np.ndim(fill) <= 1 else np.shape(fill))
-        key = ("channel", self.layer, logits)
-        build = lambda: self.explainer.tail_graph("channel", self.layer, logits)  # noqa: E731
+        filled = bool(fill.any())
+        key = ("channel", self.layer, logits, filled)
+        build = lambda: self.explainer.tail_graph("channel", self.layer, logits, filled)  # noqa: E731
 
         def feeds(a: int, b: int) -> dict:
-            part = fill[:, a:b] if fill.shape[1] > 1 else fill
-            return {**self.fed, gm.MASKS: masks[:, a:b], gm.FILL: part}
+            extra = {gm.FILL: fill[:, a:b] if fill.shape[1] > 1 else fill} if filled else {}
+            return {**self.fed, gm.MASKS: masks[:, a:b], **extra}
         return self._collect(key, build, masks.shape[1], self._chunk(self._tail_copy_size()), feeds, logits)
 
     def mosaic(self, positions: np.ndarray, spread: np.ndarray, logits: bool = True) -> np.ndarray:
         positions, spread = np.asarray(positions, np.int64), np.asarray(spread, np.float32)
         key = ("mosaic", self.layer, logits)
-        build = lambda: self.explainer.tail_graph("mosaic", self.layer, logits)  # noqa: E731
+        build = lambda: self.explainer.tail_graph("mosaic", self.layer, logits, False)  # noqa: E731
 
         def feeds(a: int, b: int) -> dict:
             return {**self.fed, gm.POSITIONS: positions[a:b], gm.SPREAD: spread[a:b]}

@@ -53,6 +53,9 @@ class Runtime:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        # threads spin inside a run but not after it: a method alternating sessions (forward, then a
+        # tail) would otherwise have the idle session's threads spinning against the busy one's
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         return options
 
     def session(self, key: tuple, build: Callable[[], onnx.ModelProto]) -> ort.InferenceSession:
