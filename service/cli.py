@@ -55,7 +55,7 @@ def cmd_explain(args) -> None:
 
     options = dict(_option(o) for o in args.option)
     config = load_config(args.model)
-    explainer = Explainer(config.path, threads=args.threads)
+    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
     shown = images.fit(images.read(args.image), config.preprocessing)
     x = images.normalise(shown, config.preprocessing)
     layers = args.layer or ([config.default_layer] if config.default_layer else None)
@@ -64,7 +64,8 @@ def cmd_explain(args) -> None:
     cam = result.maps[0]
     target = int(result.targets[0])
     print(f"{args.method} on {config.name} ({explainer.provider}): class {target} '{config.label(target)}', "
-          f"layers {result.layers[:3]}{' ...' if len(result.layers) > 3 else ''}")
+          f"layers {result.layers[:3]}{' ...' if len(result.layers) > 3 else ''}"
+          + (f", options {result.options}" if result.options else ""))
     if args.save_map:
         Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save_map, cam)
@@ -102,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--save-map", default=None, help="raw map as .npy")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=32,
+                   help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.set_defaults(func=cmd_explain)
     return parser
 

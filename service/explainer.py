@@ -31,6 +31,7 @@ class Explanation:
     fusion: str
     layer_maps: dict[str, np.ndarray] = field(default_factory=dict)   # raw (N, h, w) per layer
     class_maps: np.ndarray | None = None   # (N, classes, h, w) raw maps of every class, where a run gives them
+    options: dict = field(default_factory=dict)   # every option the method ran with, defaults included
 
 
 @dataclass
@@ -184,7 +185,7 @@ class Explainer:
                 maps = spec.layer_map(run, options)
             except ValueError as error:
                 raise BadRequest(str(error), "options") from error
-            return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum")
+            return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum", options=options)
         raw, scaled, evidence = {}, [], []
         for ev in run.layers:
             try:
@@ -198,7 +199,7 @@ class Explainer:
         maps = postprocess.fuse(scaled, fusion, evidence, options.get("temperature", 1.0), options.get("tanh", False))
         class_maps = run.layers[0].extras.get("class_maps") if len(run.layers) == 1 else None
         return Explanation(maps, method, [ev.name for ev in run.layers], run.class_weights.argmax(1),
-                           run.logits, fusion, raw, class_maps)
+                           run.logits, fusion, raw, class_maps, options)
 
     def _run(self, spec: Method, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> RunEvidence:
         needs = spec.needs

@@ -23,20 +23,36 @@ def scorecam(ev: Evidence, variant: str) -> np.ndarray:
     acts, probe = ev.acts, ev.probe
     source, size = acts.shape[2:], probe.x.shape[2:]
     if variant == "pytorch-grad-cam":
-        scores = probe.inputs(acts, *upsampling(source, size, True), normalise=True, eps=1e-8)
+        scores = _masked(probe, acts, *upsampling(source, size, True), normalise=True, eps=1e-8)
         return weighted_sum(acts, softmax(scores, 1))
     rows, cols = upsampling(source, size, False)
     if variant == "torchcam":
-        gains = probe.inputs(minmax_channels(acts, 1e-8), rows, cols) - _baseline(ev)
+        gains = _masked(probe, minmax_channels(acts, 1e-8), rows, cols) - _baseline(ev)
         return weighted_sum(acts, softmax(gains, 1))
     if variant == "torchcam_v0_2":
         normalised = minmax_channels(acts, 0.0)
-        return weighted_sum(normalised, class_probability(probe.inputs(normalised, rows, cols, logits=True), probe.rows))
+        return weighted_sum(normalised, class_probability(_masked(probe, normalised, rows, cols, logits=True), probe.rows))
     if variant == "official":
-        probs = class_probability(probe.inputs(acts, rows, cols, normalise=True, logits=True), probe.rows)
+        probs = class_probability(_masked(probe, acts, rows, cols, normalise=True, logits=True), probe.rows)
         probs[acts.max(axis=(2, 3)) == acts.min(axis=(2, 3))] = 0.0
         return upsample(weighted_sum(acts, probs), rows, cols)   # sum_k p_k U(A_k) = U(sum_k p_k A_k)
     raise ValueError(f"unknown Score-CAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def _masked(probe, maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, **options) -> np.ndarray:
+    """probe.inputs over every channel's map, where maps constant in every image share one run.
+
+    A constant map becomes the all-zero mask (min-max normalised, or already normalised to 0), so
+    dead channels, common after a last ReLU, cost one masked forward together instead of one each.
+    """
+    constant = (maps.max(axis=(2, 3)) == maps.min(axis=(2, 3))).all(axis=0)
+    if constant.sum() < 2:
+        return probe.inputs(maps, rows, cols, **options)
+    live = np.flatnonzero(~constant)
+    scores = probe.inputs(np.concatenate([maps[:, live], np.zeros_like(maps[:, :1])], axis=1), rows, cols, **options)
+    result = np.repeat(scores[:, -1:], maps.shape[1], axis=1)
+    result[:, live] = scores[:, :-1]
+    return result
 
 
 def _baseline(ev: Evidence) -> np.ndarray:
@@ -91,7 +107,7 @@ def iscam(ev: Evidence, samples: int) -> np.ndarray:
     total, coeff = np.zeros(acts.shape[:2], np.float64), 0.0
     for i in range(count):
         coeff += (i + 1) / count
-        total += probe.inputs(masks, rows, cols, scale=np.full((1, 1, 1, 1), coeff, np.float32))
+        total += _masked(probe, masks, rows, cols, scale=np.full((1, 1, 1, 1), coeff, np.float32))
     return weighted_sum(acts, softmax(total / count - _baseline(ev), 1))
 
 
