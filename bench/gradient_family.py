@@ -1,77 +1,20 @@
 """Times Grad-CAM and Integrative CAM on ResNet-50 (ONNX Runtime) against a plain forward and pytorch-grad-cam."""
 import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import numpy as np
+import onnxruntime as ort
+import torch
+from common import CACHE, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms, plain_session, verdict
+from pytorch_grad_cam import GradCAM
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
+from service import Explainer
 
-from export_default_model import export  # noqa: E402
-from service import Explainer  # noqa: E402
-
-THREADS = 2
-SIZE = 224
 REPEATS = {1: 10, 32: 3}
 INTEGRATIVE_BUDGET_S = 60.0          # skip integrative at batch 32 when its predicted total (from batch 1) exceeds this
-CACHE = ROOT / ".cache" / "bench" / "resnet50.onnx"
-
-
-def build_model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval()
-
-
-def cached_export(model: torch.nn.Module, path: Path) -> Path:
-    if not path.exists():
-        export(model, path, SIZE)
-    return path
-
-
-def plain_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() in ms, after warm-up calls (which also build and cache any session)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def pgc_maps(cam: GradCAM, x: np.ndarray) -> np.ndarray:
     return cam(input_tensor=torch.from_numpy(x), targets=None)
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def measure(batch: int, explainer: Explainer, session: ort.InferenceSession, cam: GradCAM,
@@ -124,8 +67,8 @@ def targets(rows: list[dict]) -> None:
 
 def main() -> None:
     torch.set_num_threads(THREADS)
-    model = build_model()
-    path = cached_export(model, CACHE)
+    model = build_model("resnet50")
+    path = cached_export(model, CACHE / "resnet50.onnx")
     explainer = Explainer(path, threads=THREADS)
     session = plain_session(path)
     print(f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}, threads={THREADS}")

@@ -9,36 +9,26 @@ minutes on 2 threads), so each peer is timed once; ours is timed as the median a
 """
 import argparse
 import os
-import platform
-import statistics
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's per-batch progress bars; read at tqdm's import
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-import torchvision  # noqa: E402
+from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms,  # noqa: E402
+                    plain_session, verdict)
 from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
 
-from export_default_model import export  # noqa: E402
 from service import Explainer  # noqa: E402
 from service.images import Preprocessing, read, to_tensor  # noqa: E402
 
-THREADS = 2
-SIZE = 224
 FORWARD_REPEATS = 20
 REPEATS = 5                  # ours: Ablation-CAM, Recipro-CAM, FD-CAM
 SCORE_REPEATS = 2            # ours: Score-CAM (K full forwards per call)
 PHOTO = ROOT / "examples" / "chelsea.png"
-CACHE = ROOT / ".cache" / "bench"
 MODELS = ("resnet18", "resnet50")
 # method: (the ratio checked, its target); peer/ours must reach it, ours/forward must stay under it
 TARGETS = {
@@ -50,55 +40,11 @@ TARGETS = {
 PEERS = {"ablationcam": AblationCAM, "scorecam": ScoreCAM}
 
 
-def build_model(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return getattr(torchvision.models, name)(weights=None).eval()
-
-
-def cached_export(model: torch.nn.Module, path: Path) -> Path:
-    if not path.exists():
-        export(model, path, SIZE)
-    return path
-
-
-def plain_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def median_ms(fn, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() in ms, after warm-up calls (which also build and cache any session)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
 def once_ms(fn):
     """Wall time of a single fn() call in ms, and its result."""
     start = time.perf_counter()
     result = fn()
     return (time.perf_counter() - start) * 1e3, result
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
 
 
 def photo() -> np.ndarray:

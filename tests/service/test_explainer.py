@@ -122,7 +122,7 @@ def test_bad_tensors_get_clear_errors(x, match, get_explainer):
 
 
 @pytest.mark.parametrize("kwargs,field,match", [
-    ({"method": "nope"}, "method", "unknown method 'nope'; available: cam, eigencam"),
+    ({"method": "nope"}, "method", "unknown method 'nope'; available: ablationcam, cam"),
     ({"layers": ["nope"]}, "layers", "unknown layer 'nope'; candidates"),
     ({"targets": [1000, 1]}, "targets", "class id 1000 out of range \\[0, 1000\\)"),
     ({"targets": [-1, 1]}, "targets", "class id -1 out of range"),
