@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 from . import graph as g
 from .errors import GraphError
 from .gradients import CLASS_WEIGHTS
-from .model_info import ModelInfo, inspect, linear_head
+from .model_info import ModelInfo, inspect, linear_head, linear_layer
 
 MASKS, FILL = "masks", "fill"
 POSITIONS, SPREAD = "positions", "spread"
@@ -62,7 +62,8 @@ class _Nodes:
         return self.op("Unsqueeze", [x, self.const(axes)])
 
     def shape_from(self, x: str, start: int, end: int | None = None) -> str:
-        return self.op("Slice", [self.op("Shape", [x]), self.const([start]), self.const([_BIG if end is None else end])])
+        stop = self.const([_BIG if end is None else end])
+        return self.op("Slice", [self.op("Shape", [x]), self.const([start]), stop])
 
     def reduce(self, op: str, x: str, axes: list[int], keepdims: int = 1) -> str:
         out = self.name(op.lower())
@@ -142,8 +143,7 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
             if name and name not in tail and name in from_image and name != point and name not in outside:
                 outside.append(name)
     for name in outside:
-        sizes = [made_by[t] for t in g.ancestors(graph, [name]) if t in made_by and made_by[t].op_type in ("Shape", "Size")]
-        if sizes:
+        if any(made_by[t].op_type in ("Shape", "Size") for t in g.ancestors(graph, [name]) if t in made_by):
             raise GraphError(f"the network after {layer!r} reads the shape of {name!r}, computed before it; "
                              "cannot run it on a batch of masked copies")
     return [layer, *[name for name in outside if name != layer]]
@@ -151,9 +151,9 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
 
 def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits: bool,
                 inject) -> onnx.ModelProto:
-    """The tail after `layer`, fed per-image tensors; `inject(nodes, point_is_pooled, pool)` makes the
-    (N*M, ...) injected tensor for the injection point and returns (name, copies) where `copies` is
-    a (1,)-shaped int64 tensor holding M."""
+    """The tail after `layer`, fed per-image tensors; `inject(nodes, pool)` adds the nodes making the
+    (N*M, ...) injected tensor at the injection point (the layer, or the output of `pool`, its only
+    reader, when that is a global average pool) and returns (its name, a (1,) int64 tensor holding M)."""
     fed = tail_inputs(model, layer, info)
     result, logits = _prepared(model, info)
     graph = result.graph
@@ -199,16 +199,14 @@ def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _N
     start = len(nodes.nodes)
     rows = CLASS_WEIGHTS
     gemm = g.producers(graph).get(logits)
-    weight = _gemm_weight(graph, gemm) if gemm is not None and not full_logits else None
-    if weight is not None:
-        w, b = weight
+    linear = linear_layer(graph, gemm) if gemm is not None and gemm.op_type == "Gemm" and not full_logits else None
+    if linear is not None and linear[2] == logits:
+        weight, bias, _ = linear
         feature = nodes.per_image(gemm.input[0], image)                                  # (N, M, K)
-        projected = nodes.op("MatMul", [rows, nodes.const(w, np.float32)])               # (N, K)
+        projected = nodes.op("MatMul", [rows, nodes.const(weight, np.float32)])          # (N, K)
         scores = nodes.reduce("ReduceSum", nodes.op("Mul", [feature, nodes.unsqueeze(projected, [1])]), [2], 0)
-        if b is not None:
-            scores = nodes.op("Add", [scores, nodes.unsqueeze(nodes.op("MatMul", [rows, nodes.const(b, np.float32)]),
-                                                              [1])])
-        nodes.op("Identity", [scores], out=SCORES)   # the Gemm, no longer read, is pruned
+        offset = nodes.unsqueeze(nodes.op("MatMul", [rows, nodes.const(bias, np.float32)]), [1])
+        nodes.op("Add", [scores, offset], out=SCORES)   # the Gemm, no longer read, is pruned
     else:
         per_copy = nodes.per_image(logits, image)                                        # (N, M, classes)
         product = nodes.op("Mul", [per_copy, nodes.unsqueeze(rows, [1])])
@@ -221,23 +219,6 @@ def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _N
     if full_logits:
         graph.output.append(helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", "M", info.num_classes]))
     graph.input.append(helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes]))
-
-
-def _gemm_weight(graph: onnx.GraphProto, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(W as (classes, K), b or None) of a plain Gemm y = h W^T + b with constant W and b, else None."""
-    if node.op_type != "Gemm":
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
-        return None
-    w = g.constant_value(graph, node.input[1])
-    b = g.constant_value(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-    if w is None or (len(node.input) > 2 and node.input[2] and b is None):
-        return None
-    w = w if attrs.get("transB", 0) else w.T
-    if b is not None and b.shape != (w.shape[0],):
-        return None
-    return w.astype(np.float32), None if b is None else b.astype(np.float32)
 
 
 def channel_tail(model: onnx.ModelProto, layer: str, full_logits: bool = False,

@@ -147,14 +147,20 @@ def linear_head(model: onnx.ModelProto, layer: str) -> tuple[np.ndarray, np.ndar
         if node.op_type in ("GlobalAveragePool", "ReduceMean") and not pooled:
             pooled = True
         elif node.op_type in ("Gemm", "MatMul") and pooled:
-            return _linear(graph, users, node)
+            return linear_layer(graph, node, users)
         elif node.op_type not in ("Flatten", "Reshape", "Squeeze", "Identity", "Dropout"):
             return None
         name = node.output[0]
     return None
 
 
-def _linear(graph: onnx.GraphProto, users: dict, node: onnx.NodeProto):
+def linear_layer(graph: onnx.GraphProto, node: onnx.NodeProto,
+                 users: dict | None = None) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(W (out, in), b (out,), output tensor) of a Gemm, or a MatMul and the Add of its bias, with
+    constant weights: y = x W^T + b. None for anything else."""
+    if node.op_type not in ("Gemm", "MatMul"):
+        return None
+    users = g.consumers(graph) if users is None else users
     weight = g.constant_value(graph, node.input[1])
     if weight is None or weight.ndim != 2:
         return None

@@ -1,4 +1,4 @@
-"""Group-CAM: gradient-weighted channel groups mask the image against a blurred copy; the probability gain weighs each."""
+"""Group-CAM: gradient-weighted channel groups mask the image over a blurred copy; probability gains weigh them."""
 from __future__ import annotations
 
 import math

@@ -31,7 +31,8 @@ def scorecam(ev: Evidence, variant: str) -> np.ndarray:
         return weighted_sum(acts, softmax(gains, 1))
     if variant == "torchcam_v0_2":
         normalised = minmax_channels(acts, 0.0)
-        return weighted_sum(normalised, class_probability(_masked(probe, normalised, rows, cols, logits=True), probe.rows))
+        probs = class_probability(_masked(probe, normalised, rows, cols, logits=True), probe.rows)
+        return weighted_sum(normalised, probs)
     if variant == "official":
         probs = class_probability(_masked(probe, acts, rows, cols, normalise=True, logits=True), probe.rows)
         probs[acts.max(axis=(2, 3)) == acts.min(axis=(2, 3))] = 0.0
@@ -73,7 +74,8 @@ def sscam(ev: Evidence, samples: int, std: float, seed: int, noise) -> np.ndarra
         noise = np.asarray(noise, np.float32)
         want = (acts.shape[0], acts.shape[1], *probe.x.shape[2:])
         if noise.ndim != 5 or noise.shape[1:] != want or not np.isfinite(noise).all():
-            raise ValueError(f"noise must be finite, with shape (samples, {', '.join(map(str, want))}); got {noise.shape}")
+            raise ValueError(f"noise must be finite, with shape (samples, {', '.join(map(str, want))}); "
+                             f"got {noise.shape}")
     elif not 0 <= std < float("inf"):
         raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     masks = minmax_channels(acts, 1e-8)

@@ -209,7 +209,8 @@ def test_a_tail_reading_a_shape_from_before_the_layer_is_refused():
              helper.make_node("Reshape", ["a", "target"], ["y"])]
     inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
              numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
-    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
     info = gt.ModelInfo("x", ("N", 3, 4, 4), "NCHW", "y", None, False, (gt.Layer("a", ("N", 3, 4, 4), "Relu"),), "a")
     with pytest.raises(gt.GraphError, match="shape"):
         gm.tail_inputs(model, "a", info)
