@@ -80,7 +80,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
             raise GraphError(f"tensor {name!r} is not produced by this graph")
         if name not in feeding:
             raise GraphError(f"tensor {name!r} does not feed the logits {info.logits!r}; it has no gradient")
-    taken = set(produced) | {i.name for i in model.graph.input}
+    taken = set(produced) | {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
     clash = sorted(({LOGITS, CLASS_WEIGHTS} - {info.logits}) & taken)
     if clash:
         raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name gradient graphs reserve")

@@ -89,12 +89,14 @@ def _prepared(model: onnx.ModelProto, info: ModelInfo) -> tuple[onnx.ModelProto,
     result = g.copy(model)
     if g.opset(result) < 13:  # the injected nodes use opset-13 Unsqueeze/Slice forms
         result = g.upgrade(result, 13)
+        if g.opset(result) < 13:
+            raise GraphError(f"opset {g.opset(model)} could not be converted to 13, which mask graphs need")
     graph = result.graph
     logits = info.logits
     if logits in _RESERVED:  # "logits" is a common output name: keep it free for ours
         g.rename(graph, logits, logits + "::model")
         logits += "::model"
-    taken = set(g.producers(graph)) | {i.name for i in graph.input}
+    taken = set(g.producers(graph)) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
     clash = sorted(_RESERVED & taken)
     if clash:
         raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name mask graphs reserve")
@@ -174,9 +176,7 @@ def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits
     # the head (what computes the fed tensors from the image) goes; constants it shares stay
     head = (g.ancestors(graph, fed) & g.descendants(graph, info.input_name)) | set(fed)
     tail_nodes = [n for n in graph.node if not set(n.output) & head]
-    for node in tail_nodes:
-        if node is pool:  # the pool reads the un-masked layer, once per image
-            continue
+    for node in tail_nodes:  # a pool stays on the un-masked layer (not renamed): once per image
         for k, name in enumerate(node.input):
             if name in renamed:
                 node.input[k] = renamed[name]
@@ -200,7 +200,7 @@ def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _N
     rows = CLASS_WEIGHTS
     gemm = g.producers(graph).get(logits)
     linear = linear_layer(graph, gemm) if gemm is not None and gemm.op_type == "Gemm" and not full_logits else None
-    if linear is not None and linear[2] == logits:
+    if linear is not None:
         weight, bias, _ = linear
         feature = nodes.per_image(gemm.input[0], image)                                  # (N, M, K)
         projected = nodes.op("MatMul", [rows, nodes.const(weight, np.float32)])          # (N, K)

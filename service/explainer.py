@@ -58,6 +58,7 @@ class Explainer:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise BadRequest(f"max_batch must be an integer >= 1, got {max_batch!r}", "max_batch")
         self.max_batch = max_batch
+        _one_blas_thread()
         try:
             folded = gt.fold_constants(gt.copy(gt.load(model)))
             self.info = gt.inspect(folded)
@@ -158,12 +159,6 @@ class Explainer:
 
     def explain_full(self, x: np.ndarray, method: str = "gradcam", targets=None, layers: list[str] | None = None,
                      fusion: str | None = None, **options) -> Explanation:
-        # numpy's BLAS threads busy-wait after each call and would contend with ONNX Runtime's threads
-        # (FD-CAM's similarity matrix between two runs: 117 -> 76 ms on 2 cores); one is enough here
-        with _blas().limit(limits=1, user_api="blas"):
-            return self._explain(x, method, targets, layers, fusion, options)
-
-    def _explain(self, x, method, targets, layers, fusion, options) -> Explanation:
         spec = self._method(method)
         try:
             options = spec.bind(options)
@@ -181,17 +176,11 @@ class Explainer:
         run = self._run(spec, x, rows, targets_layers, options)
         size = x.shape[-2:]
         if not spec.per_layer:
-            try:
-                maps = spec.layer_map(run, options)
-            except ValueError as error:
-                raise BadRequest(str(error), "options") from error
+            maps = _layer_map(spec, run, options)
             return Explanation(maps, method, [], run.class_weights.argmax(1), run.logits, "sum", options=options)
         raw, scaled, evidence = {}, [], []
         for ev in run.layers:
-            try:
-                raw[ev.name] = spec.layer_map(ev, options)
-            except ValueError as error:
-                raise BadRequest(str(error), "options") from error
+            raw[ev.name] = _layer_map(spec, ev, options)
             scaled.append(postprocess.scale(raw[ev.name], size, relu=relu))
             if fusion == "adaptive":
                 acts, grads = (ev.acts[0], ev.grads[0]) if spec.needs.noisy_copies else (ev.acts, ev.grads)
@@ -208,7 +197,10 @@ class Explainer:
             graph_layers = list(dict.fromkeys(layers + pres))
         else:
             graph_layers = layers
-        fed = [t for name in layers for t in self.tail_inputs(name)] if needs.masks in ("channel", "mosaic") else []
+        try:
+            fed = [t for name in layers for t in self.tail_inputs(name)] if needs.masks in ("channel", "mosaic") else []
+        except gt.GraphError as error:
+            raise BadRequest(str(error), "layers") from error
         if not needs.gradients:
             out = self._forward(list(dict.fromkeys(graph_layers + fed)), x)
             logits = out[self.info.logits]
@@ -332,8 +324,20 @@ class Explainer:
 
 
 @lru_cache(maxsize=1)
-def _blas() -> ThreadpoolController:
-    return ThreadpoolController()
+def _one_blas_thread() -> None:
+    """Hold numpy's BLAS to one thread, process-wide, once: its threads busy-wait after each call and
+    contend with ONNX Runtime's (FD-CAM's similarity matrix between two runs: 117 -> 76 ms on 2 cores).
+    Set once rather than per call, where concurrent requests would restore each other's limits."""
+    ThreadpoolController().limit(limits=1, user_api="blas")
+
+
+def _layer_map(spec: Method, evidence, options: dict) -> np.ndarray:
+    try:
+        return spec.layer_map(evidence, options)
+    except gt.GraphError as error:  # a mask graph the method asked for cannot be built at this layer
+        raise BadRequest(str(error), "layers") from error
+    except ValueError as error:
+        raise BadRequest(str(error), "options") from error
 
 
 def _resolve_top1(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:

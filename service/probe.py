@@ -1,6 +1,7 @@
 """Perturbation runs for one request over the mask-injection graphs, chunked so memory stays bounded."""
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -22,7 +23,6 @@ class GraphProbe:
                  fed: dict[str, np.ndarray] | None = None):
         self.explainer, self.x, self.rows = explainer, x, rows
         self.layer, self.fed = layer, fed or {}
-        self.runs = 0    # batched runs made, for tests and benchmarks
 
     @property
     def _runtime(self) -> Runtime:
@@ -44,7 +44,6 @@ class GraphProbe:
         for start in range(0, total, chunk):
             stop = min(total, start + chunk)
             parts.append(self._runtime.run(key, build, {**feeds(start, stop), gt.CLASS_WEIGHTS: self.rows})[want])
-            self.runs += 1
         return np.concatenate(parts, axis=1)
 
     def channels(self, masks: np.ndarray, fill=0.0, logits: bool = False) -> np.ndarray:
@@ -55,7 +54,7 @@ class GraphProbe:
         build = lambda: self.explainer.tail_graph("channel", self.layer, logits, filled)  # noqa: E731
 
         def feeds(a: int, b: int) -> dict:
-            extra = {gm.FILL: fill[:, a:b] if fill.shape[1] > 1 else fill} if filled else {}
+            extra = {gm.FILL: _per_mask(fill, a, b)} if filled else {}
             return {**self.fed, gm.MASKS: masks[:, a:b], **extra}
         return self._collect(key, build, masks.shape[1], self._chunk(self._tail_copy_size()), feeds, logits)
 
@@ -71,29 +70,38 @@ class GraphProbe:
     def inputs(self, maps, rows, cols, normalise: bool = False, eps: float = 0.0, scale=None, noise=None,
                baseline=None, logits: bool = False) -> np.ndarray:
         maps, rows, cols = (np.asarray(a, np.float32) for a in (maps, rows, cols))
-        unit = np.ones((1, 1, 1, 1), np.float32)
-        scale = unit if scale is None else np.asarray(scale, np.float32)
+        scale = _rank4(1.0 if scale is None else scale)
+        fixed_noise = None if callable(noise) else _rank4(0.0 if noise is None else noise)
         explainer = self.explainer
         blend = baseline is not None
         key = ("inputs", normalise, logits, blend)
         build = lambda: explainer.input_graph(normalise, logits, blend)  # noqa: E731
-        image = explainer.feed(self.x)
-        extra = {}
-        if blend:
-            baseline = np.asarray(baseline, np.float32)
-            full = baseline.ndim == 4 and baseline.shape[1:] == self.x.shape[1:]
-            extra[gm.BASELINE] = explainer.feed(baseline) if full else baseline
+        # the baseline in full and in the model's layout: a (1, C, 1, 1) one would meet an NHWC graph unturned
+        extra = {gm.BASELINE: explainer.feed(np.broadcast_to(_rank4(baseline), self.x.shape))} if blend else {}
 
         def feeds(a: int, b: int) -> dict:
-            if callable(noise):
-                shift = np.asarray(noise(a, b), np.float32)
-            else:
-                shift = 0 * unit if noise is None else np.asarray(noise, np.float32)[:, a:b]
-            return {explainer.info.input_name: image, gm.MAPS: maps[:, a:b],
+            shift = np.asarray(noise(a, b), np.float32) if callable(noise) else _per_mask(fixed_noise, a, b)
+            return {explainer.info.input_name: self._image, gm.MAPS: maps[:, a:b],
                     gm.ROWS: rows[a:b] if rows.ndim == 3 else rows, gm.COLS: cols[a:b] if cols.ndim == 3 else cols,
-                    gm.EPS: np.array(eps, np.float32), gm.SCALE: scale[:, a:b] if scale.shape[1] > 1 else scale,
-                    gm.NOISE: shift, **extra}
+                    gm.EPS: np.array(eps, np.float32), gm.SCALE: _per_mask(scale, a, b), gm.NOISE: shift, **extra}
         return self._collect(key, build, maps.shape[1], self._chunk(int(np.prod(self.x.shape[1:]))), feeds, logits)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         return self.explainer.predict(x)
+
+    @cached_property
+    def _image(self) -> np.ndarray:
+        return self.explainer.feed(self.x)
+
+
+def _rank4(value) -> np.ndarray:
+    """A scalar or an array with trailing axes broadcastable to (N, M, H, W), as float32 of rank 4."""
+    value = np.asarray(value, np.float32)
+    if value.ndim > 4:
+        raise ValueError(f"expected at most 4 axes, got shape {value.shape}")
+    return value.reshape((1,) * (4 - value.ndim) + value.shape)
+
+
+def _per_mask(value: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The masks start..stop of an (N|1, M|1, ...) array: axis 1 is sliced only where it is not broadcast."""
+    return value[:, start:stop] if value.shape[1] > 1 else value

@@ -12,11 +12,11 @@ PEER_BATCH = 32
 
 
 def _fill(acts: np.ndarray, fill) -> np.ndarray:
-    """(N, K, 1): the value each ablated channel is set to."""
+    """(N, K|1, 1): the value each ablated copy's channel is set to."""
     n, k = acts.shape[:2]
     lowest = acts.reshape(n, -1).min(axis=1).astype(np.float32)
     if fill == "min-1e7":
-        return np.where(lowest == 0, 0, lowest - FAR_BELOW)[:, None, None].repeat(k, 1).astype(np.float32)
+        return np.where(lowest == 0, 0, lowest - FAR_BELOW)[:, None, None].astype(np.float32)
     if fill == "pytorch-grad-cam":
         # its AblationLayer re-reads the minimum after each in-place ablation, so within a batch of
         # 32 copies the i-th gets min - (i+1)e7, in float32 steps

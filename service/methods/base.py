@@ -38,7 +38,8 @@ class Probe(Protocol):
     rows: np.ndarray           # (N, classes) class weights, top-1 resolved
 
     def channels(self, masks: np.ndarray, fill=0.0, logits: bool = False) -> np.ndarray:
-        """The network after the layer on A*m + fill*(1-m); masks (N|1, M, K), fill (N|1, M|1, K|1)."""
+        """The network after the layer on A*m + fill*(1-m); masks (N|1, M, K), fill a scalar, (N,) per
+        image, or (N|1, M|1, K|1)."""
 
     def mosaic(self, positions: np.ndarray, spread: np.ndarray, logits: bool = True) -> np.ndarray:
         """The network after the layer on copies holding A[:, positions[m]] * spread[m, p] at each position p."""
@@ -127,11 +128,19 @@ def class_probability(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return class_score(softmax(logits.astype(np.float64), -1), rows.astype(np.float64)).astype(np.float32)
 
 
-def minmax_channels(acts: np.ndarray, eps: float) -> np.ndarray:
-    """(A - min) / (max(A - min) + eps) per channel of (N, K, h, w); a constant channel becomes 0."""
-    shifted = acts - acts.min(axis=(2, 3), keepdims=True)
-    top = shifted.max(axis=(2, 3), keepdims=True) + eps
+def minmax_channels(acts: np.ndarray, eps: float, axes: tuple[int, ...] = (2, 3)) -> np.ndarray:
+    """(A - min) / (max(A - min) + eps) over `axes` (per channel of (N, K, h, w) by default); a
+    constant slice becomes 0."""
+    shifted = acts - acts.min(axis=axes, keepdims=True)
+    top = shifted.max(axis=axes, keepdims=True) + eps
     return np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
+
+
+def count_option(value, name: str) -> int:
+    """An option that must be an integer >= 1, or a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
 
 
 def weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:

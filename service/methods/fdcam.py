@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, class_score, method, weighted_sum
+from .base import Evidence, Needs, class_score, method, minmax_channels, weighted_sum
 
 
 def similarity_groups(acts: np.ndarray, threshold: float) -> np.ndarray:
@@ -27,12 +27,6 @@ def similarity_groups(acts: np.ndarray, threshold: float) -> np.ndarray:
     return cosine > cut[..., None]
 
 
-def _unit_range(v: np.ndarray) -> np.ndarray:
-    low, high = v.min(axis=1, keepdims=True), v.max(axis=1, keepdims=True)
-    span = high - low
-    return np.divide(v - low, span, out=np.zeros_like(v), where=span > 0)
-
-
 @method("fdcam", needs=Needs(gradients=True, masks="channel"), options={"threshold": 0.95, "relu": False},
         relu=False, cost="1 forward + 1 backward + 2K runs of the network after the layer")
 def fdcam(ev: Evidence, threshold: float) -> np.ndarray:
@@ -53,5 +47,6 @@ def fdcam(ev: Evidence, threshold: float) -> np.ndarray:
     full = class_score(ev.logits, ev.class_weights)[:, None]
     switching = scores[:, :k] + (full - scores[:, k:])
     gradient = ev.grads.mean(axis=(2, 3))
-    weights = np.exp(_unit_range(switching.astype(np.float64))) * _unit_range(gradient.astype(np.float64)) - 0.5
+    unit = lambda v: minmax_channels(v.astype(np.float64), 0.0, axes=(1,))  # noqa: E731
+    weights = np.exp(unit(switching)) * unit(gradient) - 0.5
     return weighted_sum(acts, weights)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .base import Evidence, Needs, class_probability, method
+from .base import Evidence, Needs, class_probability, count_option, method, minmax_channels
 from .resample import gaussian_blur, upsample, upsampling
 
 
@@ -19,12 +19,12 @@ def groupcam(ev: Evidence, groups: int, percentile: float, blur_kernel: int, blu
     cut below its `percentile`, upsampled (half-pixel) and min-max normalised to m_g; the score is
     p(x*m_g + blur(x)*(1-m_g)) - p(blur(x)); the map is ReLU(sum_g score_g * m_g) at input size.
     """
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
-        raise ValueError(f"groups must be an integer >= 1, got {groups!r}")
+    groups = count_option(groups, "groups")
     if not 0 <= percentile <= 100:
         raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-    if isinstance(blur_kernel, bool) or not isinstance(blur_kernel, int) or blur_kernel < 1 or blur_kernel % 2 == 0:
-        raise ValueError(f"blur_kernel must be an odd integer >= 1, got {blur_kernel!r}")
+    if count_option(blur_kernel, "blur_kernel") % 2 == 0 or not 0 < blur_sigma < float("inf"):
+        raise ValueError(f"blur_kernel must be odd and blur_sigma a finite number > 0, got {blur_kernel!r} "
+                         f"and {blur_sigma!r}")
     acts, probe = ev.acts, ev.probe
     weighted = ev.grads.mean(axis=(2, 3), keepdims=True) * acts
     step = math.ceil(acts.shape[1] / groups)
@@ -37,8 +37,5 @@ def groupcam(ev: Evidence, groups: int, percentile: float, blur_kernel: int, blu
     probs = class_probability(probe.inputs(maps, rows, cols, normalise=True, baseline=blurred, logits=True), probe.rows)
     base = class_probability(probe.forward(blurred), probe.rows)[:, None]
     gains = np.where(maps.max(axis=(2, 3)) > maps.min(axis=(2, 3)), probs - base, 0.0)   # constant maps are skipped
-    masks = upsample(maps, rows, cols)
-    low = masks.min(axis=(2, 3), keepdims=True)
-    span = masks.max(axis=(2, 3), keepdims=True) - low
-    masks = np.divide(masks - low, span, out=np.zeros_like(masks), where=span > 0)
+    masks = minmax_channels(upsample(maps, rows, cols), 0.0)
     return np.maximum(np.einsum("ng,nghw->nhw", gains.astype(np.float32), masks), 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..postprocess import minmax
-from .base import Needs, class_probability, class_score, method
+from .base import Needs, class_probability, class_score, count_option, method
 from .resample import rise_masks
 
 CHUNK = 256
@@ -19,9 +19,7 @@ def rise(run, masks: int, cells: int, probability: float, seed: int, scores: str
     Defaults follow the official Easy_start notebook (2000 masks, 8 x 8 cells, p = 0.5); scores are
     softmax probabilities like the official notebooks, or raw logits with scores="logits".
     """
-    for value, name in ((masks, "masks"), (cells, "cells")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    masks, cells = count_option(masks, "masks"), count_option(cells, "cells")
     if not 0 < probability <= 1:
         raise ValueError(f"probability must be in (0, 1], got {probability!r}")
     if scores not in ("softmax", "logits"):

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, class_probability, class_score, method, minmax_channels, softmax, weighted_sum
+from .base import (Evidence, Needs, class_probability, class_score, count_option, method, minmax_channels, softmax,
+                   weighted_sum)
 from .resample import upsample, upsampling
 
 VARIANTS = ("pytorch-grad-cam", "official", "torchcam", "torchcam_v0_2")
@@ -69,15 +70,17 @@ def sscam(ev: Evidence, samples: int, std: float, seed: int, noise) -> np.ndarra
     peer's draws.
     """
     acts, probe = ev.acts, ev.probe
-    count = _count(samples, "samples") if noise is None else len(noise)
-    if noise is not None:
+    if noise is not None:   # replayed draws: their count is the number of samples
         noise = np.asarray(noise, np.float32)
         want = (acts.shape[0], acts.shape[1], *probe.x.shape[2:])
         if noise.ndim != 5 or noise.shape[1:] != want or not np.isfinite(noise).all():
             raise ValueError(f"noise must be finite, with shape (samples, {', '.join(map(str, want))}); "
                              f"got {noise.shape}")
-    elif not 0 <= std < float("inf"):
-        raise ValueError(f"std must be a finite number >= 0, got {std!r}")
+        count = len(noise)
+    else:
+        count = count_option(samples, "samples")
+        if not 0 <= std < float("inf"):
+            raise ValueError(f"std must be a finite number >= 0, got {std!r}")
     masks = minmax_channels(acts, 1e-8)
     rows, cols = upsampling(acts.shape[2:], probe.x.shape[2:], False)
     total = np.zeros(acts.shape[:2], np.float64)
@@ -103,7 +106,7 @@ def _seeded_noise(seed: int, sample: int, std: float, shape: tuple):
 def iscam(ev: Evidence, samples: int) -> np.ndarray:
     """IS-CAM (torchcam 0.5): Score-CAM gains averaged over masks scaled by the cumulative sum of i/N."""
     acts, probe = ev.acts, ev.probe
-    count = _count(samples, "samples")
+    count = count_option(samples, "samples")
     masks = minmax_channels(acts, 1e-8)
     rows, cols = upsampling(acts.shape[2:], probe.x.shape[2:], False)
     total, coeff = np.zeros(acts.shape[:2], np.float64), 0.0
@@ -111,9 +114,3 @@ def iscam(ev: Evidence, samples: int) -> np.ndarray:
         coeff += (i + 1) / count
         total += _masked(probe, masks, rows, cols, scale=np.full((1, 1, 1, 1), coeff, np.float32))
     return weighted_sum(acts, softmax(total / count - _baseline(ev), 1))
-
-
-def _count(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)

@@ -191,6 +191,11 @@ def test_reserved_names_and_dead_layers_are_refused():
     gt.graph.rename(clash.graph, info.layers[0].name, gm.MASKS)
     with pytest.raises(gt.GraphError, match="reserve"):
         gm.masked_inputs(clash, True, info=gt.inspect(clash))
+    weight = gt.copy(model)   # a weight named like an input of ours would be silently overridden by it
+    gt.graph.rename(weight.graph, weight.graph.initializer[0].name, gm.SCALE)
+    weight.graph.initializer[0].name = gm.SCALE
+    with pytest.raises(gt.GraphError, match="reserve"):
+        gm.masked_inputs(weight, True, info=info)
     with pytest.raises(gt.GraphError, match="not produced"):
         gm.channel_tail(model, "no-such-tensor", info=info)
     dead = gt.copy(model)
