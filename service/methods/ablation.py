@@ -12,7 +12,7 @@ PEER_BATCH = 32
 
 
 def _fill(acts: np.ndarray, fill) -> np.ndarray:
-    """(N, K|1, 1): the value each ablated copy's channel is set to."""
+    """(N|1, K|1, 1): the value each ablated copy's channel is set to."""
     n, k = acts.shape[:2]
     lowest = acts.reshape(n, -1).min(axis=1).astype(np.float32)
     if fill == "min-1e7":
@@ -28,7 +28,7 @@ def _fill(acts: np.ndarray, fill) -> np.ndarray:
         per_channel = steps[:, np.arange(k) % PEER_BATCH]
         return np.where(lowest[:, None] == 0, 0, per_channel)[:, :, None].astype(np.float32)
     if isinstance(fill, (int, float)) and not isinstance(fill, bool) and np.isfinite(fill):
-        return np.full((n, k, 1), fill, np.float32)
+        return np.full((1, 1, 1), fill, np.float32)
     raise ValueError(f"fill must be 'min-1e7', 'pytorch-grad-cam' or a finite number, got {fill!r}")
 
 
