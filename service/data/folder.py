@@ -1,0 +1,95 @@
+"""A user's folder of images with ground-truth boxes (boxes.json), as scenes at the model's input size."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .. import images
+from ..errors import BadRequest
+from .synthetic import Scene
+
+
+def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, label_fn: Callable[[np.ndarray], int],
+                  boxes_file: str = "boxes.json") -> list[Scene]:
+    """Scenes for the images listed in `directory/boxes_file`, in the file's order.
+
+    The file maps an image file name (relative to `directory`) to
+    {"boxes": [[x0, y0, x1, y1], ...], "label": optional class id}, boxes in the original image's pixels,
+    x1/y1 exclusive. Only listed images are used; other files in the folder are ignored. Each image goes
+    through `images.fit` (short-side resize, centre crop) and its boxes through the same mapping, clipped
+    to the crop; boxes wholly outside the crop are dropped, and so is an image left with none (it cannot
+    be scored). A missing label is `label_fn(fitted image)`.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise BadRequest(f"image folder {folder} does not exist or is not a folder", "directory")
+    listing = folder / boxes_file
+    try:
+        entries = json.loads(listing.read_text())
+    except OSError as error:
+        raise BadRequest(f"cannot read the boxes file {listing}: {error.strerror}", "boxes") from error
+    except ValueError as error:   # JSONDecodeError and UnicodeDecodeError
+        raise BadRequest(f"boxes file {listing} is not valid JSON: {error}", "boxes") from error
+    if not isinstance(entries, dict):
+        raise BadRequest(f'boxes file {listing} must map image file names to {{"boxes": [[x0, y0, x1, y1], ...], '
+                         f'"label": class id (optional)}}, not a {type(entries).__name__}', "boxes")
+    scenes = []
+    for file, entry in entries.items():
+        where = f"{listing}, entry {file!r}"
+        boxes, label = _entry(entry, where)
+        path = folder / file
+        if not path.is_file():
+            raise BadRequest(f"{where}: no such image {path}", "boxes")
+        try:
+            rgb = images.read(path)
+        except BadRequest as error:   # its message does not name the file
+            raise BadRequest(f"{where}: {error}", error.field) from error
+        fitted = images.fit(rgb, preprocessing)
+        mapped = [m for m in (map_box(box, rgb.shape[:2], preprocessing) for box in boxes) if m is not None]
+        if not mapped:
+            continue
+        label = int(label_fn(fitted)) if label is None else label
+        scenes.append(Scene(path.stem, fitted, label, mapped, "folder",
+                            [{"name": path.stem, "label": label, "box": box} for box in mapped]))
+    return scenes
+
+
+def _entry(entry, where: str) -> tuple[list[tuple[float, ...]], int | None]:
+    if not isinstance(entry, dict) or "boxes" not in entry:
+        raise BadRequest(f'{where}: expected {{"boxes": [[x0, y0, x1, y1], ...], "label": class id (optional)}}, '
+                         f"got {entry!r}", "boxes")
+    label = entry.get("label")
+    if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
+        raise BadRequest(f"{where}: label must be a class id (an integer >= 0), got {label!r}", "boxes")
+    boxes = entry["boxes"]
+    if not isinstance(boxes, list) or not boxes:
+        raise BadRequest(f"{where}: boxes must be a non-empty list of [x0, y0, x1, y1], got {boxes!r}", "boxes")
+    for box in boxes:
+        numbers = isinstance(box, list) and len(box) == 4 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)
+        if not numbers or box[2] <= box[0] or box[3] <= box[1]:
+            raise BadRequest(f"{where}: malformed box {box!r}; a box is [x0, y0, x1, y1] in pixels "
+                             "with x1 > x0 and y1 > y0", "boxes")
+    return [tuple(box) for box in boxes], label
+
+
+def map_box(box, shape: tuple[int, int], spec: images.Preprocessing) -> tuple[int, int, int, int] | None:
+    """An original-pixel box -> the fitted image's pixels (the geometry of `images.fit`), clipped; None if outside."""
+    h, w = shape
+    nh, nw = h, w
+    if spec.resize:
+        nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
+    top = left = 0
+    ch, cw = nh, nw
+    if spec.crop:
+        top, left = max(int(round((nh - spec.crop) / 2)), 0), max(int(round((nw - spec.crop) / 2)), 0)
+        ch, cw = min(spec.crop, nh), min(spec.crop, nw)
+    x0, y0, x1, y1 = box
+    # edges scale by the actual resize ratio (nw / w, not resize / h: int() truncated the long side)
+    x0, x1 = (min(max(round(x * nw / w) - left, 0), cw) for x in (x0, x1))
+    y0, y1 = (min(max(round(y * nh / h) - top, 0), ch) for y in (y0, y1))
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
