@@ -32,6 +32,7 @@ test: install-dev
 bench: install-dev
 	$(BIN)/python bench/gradient_family.py
 	$(BIN)/python bench/perturbation_family.py
+	$(BIN)/python bench/metrics.py
 
 # docs/results.md's numbers: every method on two real models (hours on a 2-core CPU)
 results: install-dev

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 OUT=${OUT:-out/results}
-FAST="cam gradcam gradcam++ xgradcam hirescam gradcam-elementwise layercam eigencam eigengradcam fullgrad
+FAST="randomcam cam gradcam gradcam++ xgradcam hirescam gradcam-elementwise layercam eigencam eigengradcam fullgrad
       smoothgradcam++ integrative ablationcam groupcam reciprocam fdcam"
 [ -f .cache/models/efficientnet_lite0/1/model.onnx ] ||
     "$BIN/python" scripts/export_default_model.py --model efficientnet_lite0 --out .cache/models/efficientnet_lite0

@@ -14,10 +14,10 @@ from .methods.base import softmax
 from .metrics import adcc, causal, confidence, localization, road, sanity
 
 METRICS = ("average_drop", "increase_in_confidence", "average_gain", "coherency", "complexity", "adcc",
-           "deletion_auc", "insertion_auc", "road", "pointing_game", "energy_pointing_game", "seconds_per_image")
+           "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game", "seconds_per_image")
 BETTER = {"average_drop": "lower", "increase_in_confidence": "higher", "average_gain": "higher",
           "coherency": "higher", "complexity": "lower", "adcc": "higher", "deletion_auc": "lower",
-          "insertion_auc": "higher", "road": "higher", "pointing_game": "higher", "energy_pointing_game": "higher",
+          "insertion_auc": "higher", "road": "higher", "arcc": "higher", "pointing_game": "higher", "energy_pointing_game": "higher",
           "seconds_per_image": "lower"}
 
 
@@ -132,6 +132,7 @@ def score_maps(explainer, x: np.ndarray, labels: np.ndarray, boxes: list, maps: 
     groups = ((road.perturbed(x[i:i + 1], maps[i:i + 1], settings.road_percentiles, settings.road_noise,
                               settings.seed + i)[0], labels[i]) for i in range(len(x)))
     scores["road"] = road.combined(y, np.stack(_grouped_probabilities(explainer, groups)))
+    scores["arcc"] = adcc.arcc(scores["coherency"], scores["complexity"], scores["road"])
 
     scores["pointing_game"] = localization.pointing_game(maps, boxes, settings.tolerance)
     scores["energy_pointing_game"] = localization.energy_pointing_game(maps, boxes)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -44,7 +45,9 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
                         "label_name": config.label(int(scene.label)), "boxes": [list(map(int, b)) for b in scene.boxes],
                         "size": list(scene.image.shape[:2]), "file": file})
     results = {"model": config.name, "dataset": dataset, "n": len(scenes), "provider": explainer.provider,
-               "threads": explainer.runtime.threads, "target": target,
+               # unset, ONNX Runtime runs one intra-op thread per core
+               "threads": explainer.runtime.threads or os.cpu_count(),
+               "target": target,
                "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                "settings": _settings(study), "metric_order": list(METRICS), "better": BETTER,
                "methods": {}, "images": entries, "gallery": {}, "gallery_limit": study.gallery}
@@ -61,7 +64,10 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
         curves = {k: np.concatenate([p.curves[k] for p in parts]) for k in ("deletion", "insertion")}
         maps = np.concatenate([p.maps for p in parts])
         results["gallery"][method] = _gallery(out, method, scenes[:study.gallery], maps)
+        kinds = np.array([scene.kind for scene in scenes])
         entry = {"options": parts[0].options, "layers": parts[0].layers, "metrics": _summary(per_image),
+                 "by_kind": {kind: _summary({k: v[kinds == kind] for k, v in per_image.items()})
+                             for kind in dict.fromkeys(kinds)},
                  "curves": {"fractions": parts[0].curves["fractions"].tolist(),
                             **{k: v.mean(0).tolist() for k, v in curves.items()}},
                  "per_image": {k: [None if np.isnan(v) else float(v) for v in values]

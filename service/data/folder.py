@@ -21,8 +21,9 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
     {"boxes": [[x0, y0, x1, y1], ...], "label": optional class id}, boxes in the original image's pixels,
     x1/y1 exclusive. Only listed images are used; other files in the folder are ignored. Each image goes
     through `images.fit` (short-side resize, centre crop) and its boxes through the same mapping, clipped
-    to the crop; boxes wholly outside the crop are dropped, and so is an image left with none (it cannot
-    be scored). A missing label is `label_fn(fitted image)`.
+    to the crop; boxes wholly outside the crop are dropped. An image without boxes (none given, or
+    none left inside the crop) is still scored by every metric but the pointing games. A missing
+    label is `label_fn(fitted image)`.
     """
     folder = Path(directory)
     if not folder.is_dir():
@@ -50,8 +51,6 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
             raise BadRequest(f"{where}: {error}", error.field) from error
         fitted = images.fit(rgb, preprocessing)
         mapped = [m for m in (map_box(box, rgb.shape[:2], preprocessing) for box in boxes) if m is not None]
-        if not mapped:
-            continue
         label = int(label_fn(fitted)) if label is None else label
         scenes.append(Scene(path.stem, fitted, label, mapped, "folder",
                             [{"name": path.stem, "label": label, "box": box} for box in mapped]))
@@ -59,15 +58,15 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
 
 
 def _entry(entry, where: str) -> tuple[list[tuple[float, ...]], int | None]:
-    if not isinstance(entry, dict) or "boxes" not in entry:
+    if not isinstance(entry, dict):
         raise BadRequest(f'{where}: expected {{"boxes": [[x0, y0, x1, y1], ...], "label": class id (optional)}}, '
                          f"got {entry!r}", "boxes")
     label = entry.get("label")
     if label is not None and (isinstance(label, bool) or not isinstance(label, int) or label < 0):
         raise BadRequest(f"{where}: label must be a class id (an integer >= 0), got {label!r}", "boxes")
-    boxes = entry["boxes"]
-    if not isinstance(boxes, list) or not boxes:
-        raise BadRequest(f"{where}: boxes must be a non-empty list of [x0, y0, x1, y1], got {boxes!r}", "boxes")
+    boxes = entry.get("boxes", [])
+    if not isinstance(boxes, list):
+        raise BadRequest(f"{where}: boxes must be a list of [x0, y0, x1, y1], got {boxes!r}", "boxes")
     for box in boxes:
         numbers = isinstance(box, list) and len(box) == 4 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in box)

@@ -74,6 +74,14 @@ def eigencam(ev: Evidence) -> np.ndarray:
     return first_component(ev.acts)
 
 
+@method("randomcam", needs=Needs(), options={"seed": 0}, cost="1 forward")
+def randomcam(ev: Evidence, seed: int) -> np.ndarray:
+    """RandomCAM: channel weights drawn from U(-1, 1), a baseline every method should beat (pytorch-grad-cam)."""
+    # numpy's legacy generator: pytorch-grad-cam draws from np.random after np.random.seed(seed)
+    weights = np.random.RandomState(seed).uniform(-1, 1, ev.acts.shape[:2])
+    return np.einsum("nk,nkhw->nhw", weights, ev.acts.astype(np.float64)).astype(np.float32)
+
+
 @method("eigengradcam", needs=GRADS)
 def eigengradcam(ev: Evidence) -> np.ndarray:
     """EigenGrad-CAM: first principal component of gradient x activation."""

@@ -29,3 +29,12 @@ def adcc(drop, coh, compl) -> np.ndarray:
                                                                         100 - np.asarray(drop))]
     with np.errstate(divide="ignore"):
         return 300.0 / sum(1 / t for t in terms)   # 1/0 = inf -> 0
+
+
+def arcc(coh, compl, road_combined) -> np.ndarray:
+    """pytorch-grad-cam's ARCC, in %: ADCC's harmonic mean with ROAD in place of Average Drop,
+    3 / (1/Coherency + 1/(1 - Complexity) + 1/clip(2 ROAD, 0, 1)), its 1e-8 guards included.
+    Coherency and Complexity in %, ROAD (combined, in probability units) as `road.combined` gives it."""
+    coh, compl = np.asarray(coh, np.float64) / 100, np.asarray(compl, np.float64) / 100
+    road = np.clip(2 * np.asarray(road_combined, np.float64), 0, 1)
+    return 300.0 / (1 / (coh + 1e-8) + 1 / ((1 - compl) + 1e-8) + 1 / (road + 1e-8))

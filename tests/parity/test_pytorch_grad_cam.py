@@ -83,3 +83,15 @@ def test_multilabel_class_weights_equal_a_weighted_peer_target(get_explainer, ge
     targets = [lambda out, w=torch.from_numpy(row): (out * w).sum() for row in weights]
     ref = peer(GradCAM, model, [model.features[18]], x, targets)
     assert np.abs(ours - ref).max() <= TOL
+
+
+@pytest.mark.parametrize("name", ["resnet18", "real_mobilenet_v2"])
+def test_randomcam_equals_pytorch_grad_cam_after_the_same_seed(name, get_explainer, get_torch, get_inputs):
+    from pytorch_grad_cam import RandomCAM
+    zoo, model, x = ZOO[name], get_torch(name), get_inputs(name)
+    ours = get_explainer(name).explain(x, "randomcam", layers=[zoo.onnx_layer()], seed=3)
+    np.random.seed(3)
+    ref = peer(RandomCAM, model, [zoo.module(model)], x)
+    assert np.abs(ours - ref).max() <= TOL
+    other = get_explainer(name).explain(x, "randomcam", layers=[zoo.onnx_layer()], seed=4)
+    assert np.abs(ours - other).max() > 0.1

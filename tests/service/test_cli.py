@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 
 from service.cli import main
 
@@ -72,3 +73,69 @@ def test_rewrite_forward_exposes_layers(tmp_path):
     assert main(["rewrite", str(MODEL / "1" / "model.onnx"), "--kind", "forward", "--layers", layer,
                  "-o", str(out)]) == 0
     assert [o.name for o in onnx.load(str(out)).graph.output] == ["logits", layer]
+
+
+def test_evaluate_writes_results_and_a_report_chromium_shows(tmp_path, capsys, browser):
+    import json
+
+    from selenium.webdriver.common.by import By
+
+    from service.evaluation import METRICS
+    from service.metrics.summary import adcc_of_means
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(MODEL), "--methods", "gradcam,reciprocam", "--n", "3", "--out", str(out),
+                 "--gallery", "2", "--sanity", "2", "--sanity-images", "1", "--batch", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "100%" in captured.err and "3/3" not in captured.err and "6/6" in captured.err   # the progress bar
+    assert "reciprocam" in captured.out and "index.html" in captured.out
+    results = json.loads((out / "results.json").read_text())
+    assert results["n"] == 3 and [i["kind"] for i in results["images"]] == ["large", "small", "pair"]
+    for method in ("gradcam", "reciprocam"):
+        entry = results["methods"][method]
+        for metric in METRICS:
+            cell = entry["metrics"][metric]
+            assert cell["low"] <= cell["mean"] <= cell["high"], (method, metric, cell)
+        per_image = entry["per_image"]
+        assert all(len(per_image[m]) == 3 for m in METRICS)
+        components = np.array([per_image["average_drop"], per_image["coherency"], per_image["complexity"]]).T
+        assert entry["metrics"]["adcc"]["mean"] == pytest.approx(adcc_of_means(components))
+        assert entry["metrics"]["adcc_per_image"]["mean"] == pytest.approx(np.mean(per_image["adcc"]))
+        assert len(entry["curves"]["deletion"]) == len(entry["curves"]["fractions"]) == 29
+        assert [s["layers_randomised"] for s in entry["sanity"]] == [1, 53]
+        assert all((out / f).is_file() for f in results["gallery"][method])
+    assert all((out / i["file"]).is_file() for i in results["images"])
+
+    browser.get((out / "index.html").as_uri())
+    rows = browser.find_elements(By.CSS_SELECTOR, "#metrics tbody tr[data-method]")
+    assert [r.get_attribute("data-method") for r in rows] == ["gradcam", "reciprocam"]
+    adcc_column = results["metric_order"].index("adcc")
+    shown = rows[0].find_elements(By.TAG_NAME, "td")[adcc_column].text.split("\n")[0]
+    assert float(shown) == pytest.approx(results["methods"]["gradcam"]["metrics"]["adcc"]["mean"], rel=1e-3)
+    for chart in ("deletion", "insertion", "sanity"):
+        assert len(browser.find_elements(By.CSS_SELECTOR, f"#{chart}-chart polyline[data-method]")) == 2
+    pictures = browser.find_elements(By.CSS_SELECTOR, "#gallery img")
+    assert len(pictures) == 2 * 3
+    for img in pictures:
+        browser.execute_script("arguments[0].scrollIntoView();", img)
+        assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth;", img) == 224
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#gallery .box")) == 2   # one target box per scene
+
+
+def test_evaluate_on_a_folder_and_its_errors(tmp_path, capsys):
+    import json
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "cat.png").write_bytes(PHOTO.read_bytes())
+    (folder / "boxes.json").write_text(json.dumps({"cat.png": {"boxes": [[60, 20, 330, 280]]}}))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--model", str(MODEL), "--methods", "cam", "--dataset", str(folder), "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "photos" and results["images"][0]["label_name"] == "Egyptian cat"
+    assert results["methods"]["cam"]["metrics"]["pointing_game"]["mean"] in (0.0, 100.0)
+    capsys.readouterr()
+    assert main(["evaluate", "--methods", "gradcam,nocam", "--out", str(out)]) == 2
+    assert "unknown method 'nocam'" in capsys.readouterr().err
+    assert main(["evaluate", "--methods", "gradcam", "--option", "samples=3", "--out", str(out)]) == 2
+    assert "METHOD.KEY=VALUE" in capsys.readouterr().err
+    assert main(["evaluate", "--dataset", str(tmp_path / "missing"), "--out", str(out)]) == 2
+    assert "missing" in capsys.readouterr().err

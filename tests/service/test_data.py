@@ -149,6 +149,13 @@ def test_folder_boxes_follow_resize_and_centre_crop(folder):
         assert max(abs(xs.min() - x0), abs(ys.min() - y0), abs(xs.max() + 1 - x1), abs(ys.max() + 1 - y1)) <= 1
 
 
+def test_folder_images_without_boxes_are_kept_for_the_other_metrics(folder):
+    listing = {"wide.png": {"label": 3}, "tall.png": {"boxes": [[0, 0, 250, 10]]}}   # tall's box: cropped away
+    (folder / "boxes.json").write_text(json.dumps(listing))
+    scenes = folder_scenes(folder, images.Preprocessing(resize=256, crop=224), lambda image: 0)
+    assert [(s.name, s.boxes) for s in scenes] == [("wide", []), ("tall", [])]
+
+
 def test_folder_without_crop_or_resize(folder):
     scenes = folder_scenes(folder, images.Preprocessing(resize=None, crop=None), lambda image: 0)
     assert scenes[0].boxes == [(60, 30, 240, 270), (0, 0, 50, 300), (204, 150, 300, 200)]
@@ -161,7 +168,7 @@ def test_folder_without_crop_or_resize(folder):
     ("[]", "must map image file names"),
     ({"missing.png": {"boxes": [[0, 0, 5, 5]]}}, "no such image"),
     ({"wide.png": [[0, 0, 5, 5]]}, "expected"),
-    ({"wide.png": {"boxes": []}}, "non-empty list"),
+    ({"wide.png": {"boxes": {"x0": 0}}}, "boxes must be a list"),
     ({"wide.png": {"boxes": [[0, 0, 5]]}}, "malformed box"),
     ({"wide.png": {"boxes": [[10, 0, 5, 5]]}}, "malformed box"),
     ({"wide.png": {"boxes": [["a", 0, 5, 5]]}}, "malformed box"),

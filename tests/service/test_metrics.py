@@ -134,3 +134,15 @@ def test_bootstrap_interval_brackets_the_mean_and_skips_missing_rows():
     with_gaps = interval(np.array([1.0, np.nan, 3.0]))
     assert with_gaps["mean"] == 2.0
     assert interval(np.array([np.nan]))["mean"] is None
+
+
+def test_arcc_equals_pytorch_grad_cams_formula(monkeypatch):
+    """pytorch-grad-cam's ARCC with its three components stubbed to known values."""
+    from pytorch_grad_cam.metrics.arcc import ARCC
+    coh, compl, road = np.array([0.9, 0.6, 0.8]), np.array([0.3, 0.5, 0.2]), np.array([0.2, -0.1, 0.7])
+    peer = ARCC(base_method=None)
+    monkeypatch.setattr(peer, "complexity", lambda cams: compl)
+    monkeypatch.setattr(peer, "coherency", lambda *args: coh)
+    monkeypatch.setattr(peer, "road", lambda *args: road)
+    expected = peer(None, None, None, None)
+    np.testing.assert_allclose(adcc.arcc(100 * coh, 100 * compl, road), 100 * expected, rtol=1e-12)

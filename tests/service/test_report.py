@@ -7,37 +7,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from service.report import write_report
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 METHODS = ["gradcam", "gradcam++", "scorecam"]
 ORDER = ["average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc", "seconds_per_image"]
 BETTER = {"average_drop": "lower", "increase_in_confidence": "higher", "deletion_auc": "lower",
           "insertion_auc": "higher", "seconds_per_image": "lower"}
 H, W = 60, 90  # not square, so a box drawn with x and y swapped would show
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)} missing: install them with `apt-get install -y chromium chromium-driver`")
-    options = webdriver.ChromeOptions()
-    # both paths given, so Selenium Manager never looks for (or downloads) a browser or a driver
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1400,900",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    yield driver
-    driver.quit()
 
 
 def _png(path: Path, value: int) -> None:
