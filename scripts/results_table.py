@@ -15,7 +15,8 @@ SHOWN = ["average_drop", "increase_in_confidence", "average_gain", "coherency", 
          "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game", "seconds_per_image"]
 SHORT = {"average_drop": "AD ↓", "increase_in_confidence": "IC ↑", "average_gain": "AG ↑", "coherency": "Coh ↑",
          "complexity": "Com ↓", "adcc": "ADCC ↑", "deletion_auc": "Del ↓", "insertion_auc": "Ins ↑",
-         "road": "ROAD ↑", "arcc": "ARCC ↑", "pointing_game": "PG ↑", "energy_pointing_game": "EBPG ↑", "seconds_per_image": "s/img ↓"}
+         "road": "ROAD ↑", "arcc": "ARCC ↑", "pointing_game": "PG ↑", "energy_pointing_game": "EBPG ↑",
+         "seconds_per_image": "s/img ↓"}
 
 
 def _cell(metric: dict | None, name: str) -> str:
@@ -51,9 +52,9 @@ def merge(folder: Path) -> dict:
     return merged
 
 
-ORDER = ["randomcam", "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam", "eigencam",
-         "eigengradcam", "fullgrad", "smoothgradcam++", "integrative", "scorecam", "sscam", "iscam", "ablationcam",
-         "groupcam", "reciprocam", "rise", "fdcam"]
+ORDER = ["randomcam", "cam", "gradcam", "gradcam++", "xgradcam", "hirescam", "gradcam-elementwise", "layercam",
+         "eigencam", "eigengradcam", "fullgrad", "smoothgradcam++", "integrative", "scorecam", "sscam", "iscam",
+         "ablationcam", "groupcam", "reciprocam", "rise", "fdcam"]
 
 
 def table(results: dict) -> str:

@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("evaluate", help="score methods with every metric on a dataset; writes results.json + index.html")
+    p = sub.add_parser("evaluate",
+                       help="score methods with every metric on a dataset; writes results.json + index.html")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
     p.add_argument("--methods", default="gradcam", help="comma-separated method names")
     p.add_argument("--dataset", default="synthetic", help="'synthetic' or a folder of images with boxes.json")

@@ -14,11 +14,10 @@ from .methods.base import softmax
 from .metrics import adcc, causal, confidence, localization, road, sanity
 
 METRICS = ("average_drop", "increase_in_confidence", "average_gain", "coherency", "complexity", "adcc",
-           "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game", "seconds_per_image")
-BETTER = {"average_drop": "lower", "increase_in_confidence": "higher", "average_gain": "higher",
-          "coherency": "higher", "complexity": "lower", "adcc": "higher", "deletion_auc": "lower",
-          "insertion_auc": "higher", "road": "higher", "arcc": "higher", "pointing_game": "higher", "energy_pointing_game": "higher",
-          "seconds_per_image": "lower"}
+           "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game",
+           "seconds_per_image")
+LOWER_IS_BETTER = {"average_drop", "complexity", "deletion_auc", "seconds_per_image"}
+BETTER = {name: "lower" if name in LOWER_IS_BETTER else "higher" for name in METRICS}
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,8 @@ class Settings:
             raise BadRequest(f"deletion_step must be a positive number of pixels, got {self.deletion_step!r}",
                              "deletion_step")
         if not self.road_percentiles or any(not 0 < p < 100 for p in self.road_percentiles):
-            raise BadRequest(f"road percentiles must lie in (0, 100), got {self.road_percentiles!r}", "road_percentiles")
+            raise BadRequest(f"road percentiles must lie in (0, 100), got {self.road_percentiles!r}",
+                             "road_percentiles")
 
     def step(self, width: int) -> int:
         return self.deletion_step or 8 * width

@@ -128,7 +128,8 @@ def test_evaluate_on_a_folder_and_its_errors(tmp_path, capsys):
     (folder / "cat.png").write_bytes(PHOTO.read_bytes())
     (folder / "boxes.json").write_text(json.dumps({"cat.png": {"boxes": [[60, 20, 330, 280]]}}))
     out = tmp_path / "eval"
-    assert main(["evaluate", "--model", str(MODEL), "--methods", "cam", "--dataset", str(folder), "--out", str(out)]) == 0
+    assert main(["evaluate", "--model", str(MODEL), "--methods", "cam", "--dataset", str(folder),
+                 "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["dataset"] == "photos" and results["images"][0]["label_name"] == "Egyptian cat"
     assert results["methods"]["cam"]["metrics"]["pointing_game"]["mean"] in (0.0, 100.0)

@@ -23,7 +23,8 @@ def explainer():
 
 @pytest.fixture(scope="module")
 def scenes(explainer):
-    found = synthetic_scenes(3, lambda rgb: int(explainer.predict(images.to_tensor(rgb, CONFIG.preprocessing)).argmax()))
+    found = synthetic_scenes(3, lambda rgb: int(explainer.predict(
+        images.to_tensor(rgb, CONFIG.preprocessing)).argmax()))
     x = np.concatenate([images.normalise(s.image, CONFIG.preprocessing) for s in found])
     return x, np.array([s.label for s in found]), [s.boxes for s in found]
 
