@@ -144,11 +144,52 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
         for name in node.input:
             if name and name not in tail and name in from_image and name != point and name not in outside:
                 outside.append(name)
+    recomputed = []
     for name in outside:
-        if any(made_by[t].op_type in ("Shape", "Size") for t in g.ancestors(graph, [name]) if t in made_by):
+        shapes = [made_by[t] for t in g.ancestors(graph, [name])
+                  if t in made_by and made_by[t].op_type in ("Shape", "Size")]
+        if not shapes:
+            continue
+        if not all(_batch_only(graph, node) for node in shapes) or not _only_shape_derived(graph, name, shapes, from_image):
             raise GraphError(f"the network after {layer!r} reads the shape of {name!r}, computed before it; "
                              "cannot run it on a batch of masked copies")
-    return [layer, *[name for name in outside if name != layer]]
+        recomputed.append(name)   # e.g. Reshape(x, [batch, -1]): recomputed in the tail from its own batch
+    return [layer, *[name for name in outside if name != layer and name not in recomputed]]
+
+
+def _batch_only(graph: onnx.GraphProto, shape: onnx.NodeProto) -> bool:
+    """Whether only the batch dimension of this Shape node's result is used (Shape(end=1), or
+    Gather/Slice of element 0), so it may read any tensor with the same batch."""
+    attrs = {a.name: a.i for a in shape.attribute}
+    if shape.op_type != "Shape" or attrs.get("start", 0) != 0:
+        return False
+    if attrs.get("end") == 1:
+        return True
+    for reader in g.consumers(graph).get(shape.output[0], []):
+        if reader.op_type == "Gather" and reader.input[0] == shape.output[0]:
+            index = g.constant_value(graph, reader.input[1])
+            if index is None or np.asarray(index).reshape(-1).tolist() != [0] or (
+                    {a.name: a.i for a in reader.attribute}.get("axis", 0) != 0):
+                return False
+        elif reader.op_type == "Slice" and reader.input[0] == shape.output[0]:
+            bounds = [g.constant_value(graph, n) for n in reader.input[1:3]]
+            if any(b is None for b in bounds) or [np.asarray(b).reshape(-1).tolist() for b in bounds] != [[0], [1]]:
+                return False
+        else:
+            return False
+    return True
+
+
+def _only_shape_derived(graph: onnx.GraphProto, name: str, shapes: list[onnx.NodeProto], from_image: set) -> bool:
+    """Whether image values reach `name` only through `shapes` (it is arithmetic on their results)."""
+    through = set().union(*(g.descendants(graph, node.output[0]) for node in shapes))
+    made_by = g.producers(graph)
+    for tensor in g.ancestors(graph, [name]) | {name}:
+        node = made_by.get(tensor)
+        if tensor in through and node is not None and node.op_type not in ("Shape", "Size"):
+            if any(i in from_image and i not in through for i in node.input if i):
+                return False
+    return True
 
 
 def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits: bool,
@@ -180,6 +221,14 @@ def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits
         for k, name in enumerate(node.input):
             if name in renamed:
                 node.input[k] = renamed[name]
+    from_image = g.descendants(graph, info.input_name)
+    available = {o for n in tail_nodes + nodes.nodes for o in n.output} | set(fed)
+    for node in tail_nodes:
+        if node.op_type == "Shape" and node.input[0] in from_image and node.input[0] not in available:
+            node.input[0] = injected   # only its batch is read (tail_inputs checked): images x masks here
+    missing = sorted({i for n in tail_nodes for i in n.input if i in from_image and i not in available})
+    if missing:
+        raise GraphError(f"the network after {layer!r} reads {missing[0]!r}, which the tail cannot recompute")
     del graph.node[:]
     graph.node.extend(tail_nodes + nodes.nodes)
     del graph.input[:]

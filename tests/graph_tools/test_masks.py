@@ -204,18 +204,56 @@ def test_reserved_names_and_dead_layers_are_refused():
         gm.tail_inputs(dead, "dead", gt.inspect(dead))
 
 
-def test_a_tail_reading_a_shape_from_before_the_layer_is_refused():
-    """Reshape(Shape(x) ...) after the layer would give the tail the image batch, not images x masks."""
+def _batch_reshape_model(index: int):
+    """x -> Relu -> Reshape(., [Shape(x)[index], -1]): a flatten whose target comes from before the layer."""
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Shape", ["x"], ["s"]),
-             helper.make_node("Gather", ["s", "zero"], ["n"], axis=0),
+             helper.make_node("Gather", ["s", "index"], ["n"], axis=0),
              helper.make_node("Concat", ["n", "minus1"], ["target"], axis=0),
-             helper.make_node("Reshape", ["a", "target"], ["y"])]
-    inits = [numpy_helper.from_array(np.array([0], np.int64), "zero"),
-             numpy_helper.from_array(np.array([-1], np.int64), "minus1")]
+             helper.make_node("Reshape", ["a", "target"], ["flat"]),
+             helper.make_node("MatMul", ["flat", "w"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([index], np.int64), "index"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+             numpy_helper.from_array(RNG.normal(size=(48, 5)).astype(np.float32), "w")]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-    info = gt.ModelInfo("x", ("N", 3, 4, 4), "NCHW", "y", None, False, (gt.Layer("a", ("N", 3, 4, 4), "Relu"),), "a")
+                              opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    info = gt.ModelInfo("x", ("N", 3, 4, 4), "NCHW", "y", 5, False, (gt.Layer("a", ("N", 3, 4, 4), "Relu"),), "a")
+    return model, info
+
+
+def test_a_tail_reading_the_batch_size_from_before_the_layer_recomputes_it():
+    """Reshape(a, [Shape(x)[0], -1]) after the layer (EfficientNet-Lite's flatten): the tail takes its
+    batch from the masked copies, images x masks, and equals the edited model."""
+    model, info = _batch_reshape_model(0)
+    assert gm.tail_inputs(model, "a", info) == ["a"]
+    x = RNG.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    keep = (RNG.random((2, 4, 3)) > 0.4).astype(np.float32)
+    rows = np.eye(5, dtype=np.float32)[[1, 3]]
+    acts = np.maximum(x, 0)
+    out = _run(gm.channel_tail(model, "a", True, info), {"a": acts, gm.MASKS: keep, gm.FILL: np.zeros((1, 1, 1),
+               np.float32), gt.CLASS_WEIGHTS: rows})
+    for n in range(2):
+        for m in range(4):
+            want = _run(_scaled_at(model, "a", keep[n, m][None, :, None, None]), {"x": x[n:n + 1]})["y"][0]
+            np.testing.assert_allclose(out[gm.LOGITS][n, m], want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tail_reading_another_dimension_from_before_the_layer_is_refused():
+    model, info = _batch_reshape_model(1)   # the channel count: not the batch, cannot follow the copies
     with pytest.raises(gt.GraphError, match="shape"):
         gm.tail_inputs(model, "a", info)
+
+
+def test_efficientnet_lite_channel_tail_equals_the_edited_model():
+    model, info = _prepared("real_efficientnet_lite0")
+    layer = info.default_layer
+    x = RNG.normal(size=(1, 3, 224, 224)).astype(np.float32)
+    fed, out = _head(model, info, layer, x)
+    keep = (RNG.random((1, 2, out[layer].shape[1])) > 0.5).astype(np.float32)
+    feeds = {**{name: out[name] for name in fed}, gm.MASKS: keep, gm.FILL: np.zeros((1, 1, 1), np.float32),
+             gt.CLASS_WEIGHTS: np.eye(info.num_classes, dtype=np.float32)[[285]]}
+    full = _run(gm.channel_tail(model, layer, True, info), feeds)
+    for m in range(2):
+        want = _run(_scaled_at(model, layer, keep[0, m][None, :, None, None]), {info.input_name: x})[info.logits][0]
+        np.testing.assert_allclose(full[gm.LOGITS][0, m], want, rtol=1e-4, atol=1e-4)
