@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.metrics.summary import adcc_of_means  # noqa: E402
 from service.report.html import write_report  # noqa: E402
 
 SHOWN = ["average_drop", "increase_in_confidence", "average_gain", "coherency", "complexity", "adcc",
@@ -90,6 +93,28 @@ def kind_table(results: dict, metrics=("adcc", "deletion_auc", "insertion_auc", 
     return "\n".join(lines) + "\n"
 
 
+def subset_table(results: dict, count: int, metrics=("average_drop", "adcc", "deletion_auc", "insertion_auc", "road",
+                                                    "pointing_game", "energy_pointing_game")) -> str:
+    """Every method's means on the first `count` scenes only: what the costly methods, run on fewer
+    scenes, are to be compared with."""
+    lines = [f"#### {results['model']}, every method on the first {count} scenes", "",
+             "| method | " + " | ".join(SHORT[m] for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for method, entry in results["methods"].items():
+        per_image = {k: np.array([np.nan if v is None else v for v in values[:count]], float)
+                     for k, values in entry["per_image"].items()}
+        if len(per_image["adcc"]) < count:
+            continue
+        cells = []
+        for metric in metrics:
+            if metric == "adcc":
+                value = adcc_of_means(np.stack([per_image[k] for k in ("average_drop", "coherency", "complexity")], 1))
+            else:
+                value = float(np.nanmean(per_image[metric]))
+            cells.append(f"{value:.3f}" if metric in ("deletion_auc", "insertion_auc", "road") else f"{value:.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="the folder scripts/run_results.sh wrote (OUT/<model>/<method>/)")
@@ -101,6 +126,8 @@ def main() -> None:
         (folder / "results.json").write_text(json.dumps(results, indent=1))
         write_report(results, folder)
         parts += [table(results), kind_table(results)]
+        parts += [subset_table(results, n) for n in sorted({e["n"] for e in results["methods"].values()}) if
+                  n < results["n"]]
         print(f"wrote {folder / 'index.html'}")
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text("\n".join(parts))

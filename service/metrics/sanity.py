@@ -6,15 +6,17 @@ from scipy.stats import rankdata
 
 
 def spearman(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """Per image Spearman rank correlation of two (N, H, W) map stacks (average ranks for ties);
-    0 where either map is constant. Maps here are already non-negative, so Adebayo et al.'s
-    absolute-value variant would give the same number."""
-    a = rankdata(maps.reshape(len(maps), -1), axis=1)
-    b = rankdata(others.reshape(len(others), -1), axis=1)
+    """Per image Spearman rank correlation of two (N, H, W) map stacks (average ranks for ties).
+    A constant map has no ranks: 1 when both maps are the same constant (nothing changed), else 0.
+    Maps here are already non-negative, so Adebayo et al.'s absolute-value variant would give the
+    same number."""
+    flat, other = maps.reshape(len(maps), -1), others.reshape(len(others), -1)
+    a, b = rankdata(flat, axis=1), rankdata(other, axis=1)
     a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
     denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    same = (flat == other).all(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (a * b).sum(1) / denominator, 0.0)
+        return np.where(denominator > 0, (a * b).sum(1) / denominator, np.where(same, 1.0, 0.0))
 
 
 def ssim(maps: np.ndarray, others: np.ndarray) -> np.ndarray:

@@ -117,6 +117,8 @@ def test_spearman_rank_correlation():
     maps = rng.random((2, 6, 6))
     np.testing.assert_allclose(sanity.spearman(maps, np.stack([maps[0] ** 3, 1 - maps[1]])), [1.0, -1.0])
     np.testing.assert_allclose(sanity.spearman(maps[:1], np.zeros((1, 6, 6))), [0.0])
+    np.testing.assert_allclose(sanity.spearman(np.zeros((2, 6, 6)), np.stack([np.zeros((6, 6)), np.ones((6, 6))])),
+                               [1.0, 0.0])   # an unchanged blank map is unchanged; another constant is not
     from scipy.stats import spearmanr
     other = rng.random((1, 6, 6))
     assert sanity.spearman(maps[:1], other)[0] == pytest.approx(spearmanr(maps[0].ravel(), other[0].ravel())[0])
