@@ -35,8 +35,11 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
     `progress(k)` is told each time k more images are done for a method."""
     from .report.html import write_report
     out.mkdir(parents=True, exist_ok=True)
-    x = np.concatenate([images.normalise(scene.image, config.preprocessing) for scene in scenes])
     labels = np.array([scene.label for scene in scenes], np.int64)
+
+    def tensors(part: list) -> np.ndarray:   # a batch at a time: a large folder never sits in memory whole
+        return np.concatenate([images.normalise(scene.image, config.preprocessing) for scene in part])
+
     entries = []
     for scene in scenes:
         file = f"images/{scene.name}.png"
@@ -56,9 +59,10 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
         parts = []
         for start in range(0, len(scenes), study.batch):
             stop = min(len(scenes), start + study.batch)
-            parts.append(evaluate(explainer, x[start:stop], labels[start:stop],
+            parts.append(evaluate(explainer, tensors(scenes[start:stop]), labels[start:stop],
                                   [s.boxes for s in scenes[start:stop]], method, study.layers, study.settings,
                                   **options))
+            parts[-1].maps = parts[-1].maps[:max(0, study.gallery - start)]   # only the gallery's are kept
             progress(stop - start)
         per_image = {k: np.concatenate([p.per_image[k] for p in parts]) for k in METRICS}
         curves = {k: np.concatenate([p.curves[k] for p in parts]) for k in ("deletion", "insertion")}
@@ -74,8 +78,8 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
                                for k, values in per_image.items()}}
         if study.sanity_stages:
             count = min(study.sanity_images, len(scenes))
-            entry["sanity"] = sanity_check(explainer, x[:count], labels[:count], method, study.sanity_stages,
-                                           study.layers, **options)
+            entry["sanity"] = sanity_check(explainer, tensors(scenes[:count]), labels[:count], method,
+                                           study.sanity_stages, study.layers, **options)
         results["methods"][method] = entry
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
