@@ -62,3 +62,11 @@ def cpu_model() -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def peer_cells(row: dict) -> tuple[str, str, str]:
+    """The peer's ms, the speed-up over it and the largest difference of a result row, '-' where absent."""
+    diff = "-" if row["diff"] is None else f"{row['diff']:.1e}"
+    if row["peer"] is None:
+        return "-", "-", diff
+    return f"{row['peer']:.1f}", f"{row['peer'] / row['ours']:.1f}x", diff

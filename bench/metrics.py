@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms,  # noqa: E402
-                    plain_session, verdict)
+                    peer_cells, plain_session, verdict)
 from perturbation_family import layer4_output  # noqa: E402
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.metrics.arcc import ARCC, Coherency  # noqa: E402
@@ -267,9 +267,7 @@ def table(rows: list[dict]) -> None:
     print("| metric | batch | ours ms | peer ms | speed-up | our value | peer value | max abs diff |")
     print("|---|---:|---:|---:|---:|---|---|---:|")
     for r in rows:
-        peer = f"{r['peer']:.1f}" if r["peer"] is not None else "-"
-        speedup = f"{r['peer'] / r['ours']:.1f}x" if r["peer"] is not None else "-"
-        diff = f"{r['diff']:.1e}" if r["diff"] is not None else "-"
+        peer, speedup, diff = peer_cells(r)
         print(f"| {r['metric']} | {r['batch']} | {r['ours']:.1f} | {peer} | {speedup} | {r['ours_value']} | "
               f"{r['peer_value']} | {diff} |")
 

@@ -19,7 +19,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms,  # noqa: E402
-                    plain_session, verdict)
+                    peer_cells, plain_session, verdict)
 from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
 
 from service import Explainer  # noqa: E402
@@ -98,9 +98,7 @@ def table(rows: list[dict]) -> None:
           "| max abs(ours - peer) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        peer = f"{r['peer']:.1f}" if r["peer"] is not None else "-"
-        speedup = f"{r['peer'] / r['ours']:.1f}x" if r["peer"] is not None else "-"
-        diff = f"{r['diff']:.1e}" if r["diff"] is not None else "-"
+        peer, speedup, diff = peer_cells(r)
         print(f"| {r['model']} | {r['method']} | {r['ours']:.1f} | {r['forward']:.1f} | {peer} | "
               f"{r['ours'] / r['forward']:.2f}x | {speedup} | {diff} |")
 
