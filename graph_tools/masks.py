@@ -144,13 +144,15 @@ def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = Non
         for name in node.input:
             if name and name not in tail and name in from_image and name != point and name not in outside:
                 outside.append(name)
-    recomputed = []
+    recomputed, values = [], None
     for name in outside:
         shapes = [made_by[t] for t in g.ancestors(graph, [name])
                   if t in made_by and made_by[t].op_type in ("Shape", "Size")]
         if not shapes:
             continue
-        if not all(_batch_only(graph, node) for node in shapes) or not _only_shape_derived(graph, name, shapes, from_image):
+        values = g.infer(model) if values is None else values
+        if (not all(_batch_only(graph, node) and _batch_first(model, info, node.input[0], values) for node in shapes)
+                or not _only_shape_derived(graph, name, shapes, from_image)):
             raise GraphError(f"the network after {layer!r} reads the shape of {name!r}, computed before it; "
                              "cannot run it on a batch of masked copies")
         recomputed.append(name)   # e.g. Reshape(x, [batch, -1]): recomputed in the tail from its own batch
@@ -180,11 +182,19 @@ def _batch_only(graph: onnx.GraphProto, shape: onnx.NodeProto) -> bool:
     return True
 
 
+def _batch_first(model: onnx.ModelProto, info: ModelInfo, tensor: str, values: dict) -> bool:
+    """Whether axis 0 of `tensor` is the image batch (a Reshape or Transpose before it could move it)."""
+    if tensor == info.input_name:
+        return info.layout in ("NCHW", "NHWC")
+    dims = g.dims(values[tensor]) if tensor in values else []
+    return bool(dims) and isinstance(info.input_shape[0], str) and dims[0] == info.input_shape[0]
+
+
 def _only_shape_derived(graph: onnx.GraphProto, name: str, shapes: list[onnx.NodeProto], from_image: set) -> bool:
     """Whether image values reach `name` only through `shapes` (it is arithmetic on their results)."""
     through = set().union(*(g.descendants(graph, node.output[0]) for node in shapes))
     made_by = g.producers(graph)
-    for tensor in g.ancestors(graph, [name]) | {name}:
+    for tensor in g.ancestors(graph, [name]):
         node = made_by.get(tensor)
         if tensor in through and node is not None and node.op_type not in ("Shape", "Size"):
             if any(i in from_image and i not in through for i in node.input if i):

@@ -85,9 +85,13 @@ def cmd_evaluate(args) -> None:
     from .model_config import load_config
     from .study import Study, run
 
-    config = load_config(args.model)
-    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
+    for flag, value, least in (("n", args.n, 1), ("batch", args.batch, 1), ("sanity", args.sanity, 0),
+                               ("sanity-images", args.sanity_images, 1), ("gallery", args.gallery, 0)):
+        if value < least:   # fail before any work
+            raise BadRequest(f"--{flag} must be at least {least}, got {value}", flag)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise BadRequest(f"--methods names no method; available: {', '.join(sorted(METHODS))}", "methods")
     for method in methods:
         if method not in METHODS:   # fail before any work
             raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "methods")
@@ -98,6 +102,9 @@ def cmd_evaluate(args) -> None:
         if not dot or method not in methods:
             raise BadRequest(f"--option takes METHOD.KEY=VALUE for one of {methods}, got {text!r}", "option")
         options.setdefault(method, {})[name] = value
+    config = load_config(args.model)
+    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
+    layers = args.layer or ([config.default_layer] if config.default_layer else None)
 
     def top1(x: np.ndarray) -> int:
         return int(explainer.predict(x).argmax())
@@ -105,6 +112,9 @@ def cmd_evaluate(args) -> None:
     if args.dataset == "synthetic":
         from .data.synthetic import synthetic_scenes
         size = config.preprocessing.crop or explainer.info.spatial[0]
+        if not isinstance(size, int) or (not config.preprocessing.crop and explainer.info.spatial[1] != size):
+            raise BadRequest(f"synthetic scenes are square: give {config.name} a preprocessing crop (its input is "
+                             f"{explainer.info.spatial})", "dataset")
         labeller, labeller_config = explainer, config
         if args.label_model:
             labeller_config = load_config(args.label_model)
@@ -116,10 +126,10 @@ def cmd_evaluate(args) -> None:
     else:
         from .data.folder import folder_scenes
         scenes = folder_scenes(args.dataset, config.preprocessing,
-                               lambda fitted: top1(images.normalise(fitted, config.preprocessing)))[:args.n]
+                               lambda fitted: top1(images.normalise(fitted, config.preprocessing)), limit=args.n)
         target = "label: from the boxes file, else the model's top-1 on the image"
     settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed)
-    study = Study(methods, options, args.layer, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
+    study = Study(methods, options, layers, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
     with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
         results = run(explainer, config, scenes, study, Path(args.out), target,
                       "synthetic" if args.dataset == "synthetic" else Path(args.dataset).name, bar.update)

@@ -14,7 +14,7 @@ from .synthetic import Scene
 
 
 def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, label_fn: Callable[[np.ndarray], int],
-                  boxes_file: str = "boxes.json") -> list[Scene]:
+                  boxes_file: str = "boxes.json", limit: int | None = None) -> list[Scene]:
     """Scenes for the images listed in `directory/boxes_file`, in the file's order.
 
     The file maps an image file name (relative to `directory`) to
@@ -23,7 +23,8 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
     through `images.fit` (short-side resize, centre crop) and its boxes through the same mapping, clipped
     to the crop; boxes wholly outside the crop are dropped. An image without boxes (none given, or
     none left inside the crop) is still scored by every metric but the pointing games. A missing
-    label is `label_fn(fitted image)`.
+    label is `label_fn(fitted image)`. `limit`: the first that many entries only. Every fitted image
+    must have the same size (a model takes one): set a crop where the folder's images differ.
     """
     folder = Path(directory)
     if not folder.is_dir():
@@ -38,8 +39,8 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
     if not isinstance(entries, dict):
         raise BadRequest(f'boxes file {listing} must map image file names to {{"boxes": [[x0, y0, x1, y1], ...], '
                          f'"label": class id (optional)}}, not a {type(entries).__name__}', "boxes")
-    scenes = []
-    for file, entry in entries.items():
+    scenes, names = [], set()
+    for file, entry in list(entries.items())[:limit]:
         where = f"{listing}, entry {file!r}"
         boxes, label = _entry(entry, where)
         path = folder / file
@@ -51,9 +52,15 @@ def folder_scenes(directory: str | Path, preprocessing: images.Preprocessing, la
             raise BadRequest(f"{where}: {error}", error.field) from error
         fitted = images.fit(rgb, preprocessing)
         mapped = [m for m in (map_box(box, rgb.shape[:2], preprocessing) for box in boxes) if m is not None]
+        if scenes and fitted.shape != scenes[0].image.shape:
+            raise BadRequest(f"{where}: fits to {fitted.shape[1]}x{fitted.shape[0]}, the first image to "
+                             f"{scenes[0].image.shape[1]}x{scenes[0].image.shape[0]}; set a crop", "boxes")
         label = int(label_fn(fitted)) if label is None else label
-        scenes.append(Scene(path.stem, fitted, label, mapped, "folder",
-                            [{"name": path.stem, "label": label, "box": box} for box in mapped]))
+        name = Path(file).with_suffix("").as_posix().replace("/", "_")
+        name = name if name not in names else f"{name}-{len(scenes)}"   # a.jpg beside a.png: two scenes
+        names.add(name)
+        scenes.append(Scene(name, fitted, label, mapped, "folder",
+                            [{"name": name, "label": label, "box": box} for box in mapped]))
     return scenes
 
 

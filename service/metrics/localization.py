@@ -16,10 +16,14 @@ def box_mask(boxes: Boxes, size: tuple[int, int]) -> np.ndarray:
 
 def pointing_game(maps: np.ndarray, boxes: list[Boxes], tolerance: float = 15) -> np.ndarray:
     """Per image, in %: 100 when a ground-truth pixel lies within `tolerance` px of the map's maximum
-    (TorchRay's rule; the first maximum in row-major order); NaN for an image without boxes."""
+    (TorchRay's rule; the first maximum in row-major order), 0 for a constant map; NaN for an image
+    without boxes."""
     hits = np.full(len(maps), np.nan)
     for i, (saliency, image_boxes) in enumerate(zip(maps, boxes)):
         if not image_boxes:
+            continue
+        if saliency.max() == saliency.min():   # a blank map points nowhere: a miss, not a lucky (0, 0)
+            hits[i] = 0.0
             continue
         py, px = np.unravel_index(int(np.argmax(saliency)), saliency.shape)
         mask = box_mask(image_boxes, saliency.shape)

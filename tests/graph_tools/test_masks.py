@@ -204,17 +204,24 @@ def test_reserved_names_and_dead_layers_are_refused():
         gm.tail_inputs(dead, "dead", gt.inspect(dead))
 
 
-def _batch_reshape_model(index: int):
-    """x -> Relu -> Reshape(., [Shape(x)[index], -1]): a flatten whose target comes from before the layer."""
+def _batch_reshape_model(index: int, regrouped: bool = False):
+    """x -> Relu -> Reshape(., [Shape(x)[index], -1]): a flatten whose target comes from before the layer
+    (regrouped: the Shape reads x reshaped to (N * 12, 4), whose axis 0 is no longer the batch)."""
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 4, 4])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
-    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Shape", ["x"], ["s"]),
+    read = "x"
+    before = []
+    if regrouped:
+        read = "rows"
+        before = [helper.make_node("Reshape", ["x", "four"], ["rows"])]
+    nodes = before + [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Shape", [read], ["s"]),
              helper.make_node("Gather", ["s", "index"], ["n"], axis=0),
              helper.make_node("Concat", ["n", "minus1"], ["target"], axis=0),
              helper.make_node("Reshape", ["a", "target"], ["flat"]),
              helper.make_node("MatMul", ["flat", "w"], ["y"])]
     inits = [numpy_helper.from_array(np.array([index], np.int64), "index"),
              numpy_helper.from_array(np.array([-1], np.int64), "minus1"),
+             numpy_helper.from_array(np.array([-1, 4], np.int64), "four"),
              numpy_helper.from_array(RNG.normal(size=(48, 5)).astype(np.float32), "w")]
     model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
@@ -239,8 +246,10 @@ def test_a_tail_reading_the_batch_size_from_before_the_layer_recomputes_it():
             np.testing.assert_allclose(out[gm.LOGITS][n, m], want, rtol=1e-5, atol=1e-5)
 
 
-def test_a_tail_reading_another_dimension_from_before_the_layer_is_refused():
-    model, info = _batch_reshape_model(1)   # the channel count: not the batch, cannot follow the copies
+@pytest.mark.parametrize("index, regrouped", [(1, False), (0, True)])
+def test_a_tail_reading_another_dimension_from_before_the_layer_is_refused(index, regrouped):
+    """The channel count, or axis 0 of a tensor whose axis 0 is no longer the batch, cannot follow the copies."""
+    model, info = _batch_reshape_model(index, regrouped)
     with pytest.raises(gt.GraphError, match="shape"):
         gm.tail_inputs(model, "a", info)
 

@@ -140,3 +140,7 @@ def test_evaluate_on_a_folder_and_its_errors(tmp_path, capsys):
     assert "METHOD.KEY=VALUE" in capsys.readouterr().err
     assert main(["evaluate", "--dataset", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "missing" in capsys.readouterr().err
+    for flags, message in ((["--n", "0"], "--n must be at least 1"), (["--batch", "0"], "--batch must be"),
+                           (["--methods", ","], "names no method"), (["--sanity", "-1"], "--sanity must be")):
+        assert main(["evaluate", "--out", str(out), *flags]) == 2
+        assert message in capsys.readouterr().err

@@ -157,9 +157,22 @@ def test_folder_images_without_boxes_are_kept_for_the_other_metrics(folder):
 
 
 def test_folder_without_crop_or_resize(folder):
-    scenes = folder_scenes(folder, images.Preprocessing(resize=None, crop=None), lambda image: 0)
+    spec = images.Preprocessing(resize=None, crop=None)
+    scenes = folder_scenes(folder, spec, lambda image: 0, limit=1)
     assert scenes[0].boxes == [(60, 30, 240, 270), (0, 0, 50, 300), (204, 150, 300, 200)]
-    assert scenes[0].image.shape == (300, 400, 3)
+    assert scenes[0].image.shape == (300, 400, 3) and len(scenes) == 1
+    with pytest.raises(BadRequest, match="set a crop"):   # 400x300 and 250x500: no one model input
+        folder_scenes(folder, spec, lambda image: 0)
+
+
+def test_folder_scene_names_stay_apart(folder):
+    images.write_png(folder / "wide.jpg", np.zeros((300, 400, 3), np.uint8))   # PNG bytes: decoded by content
+    (folder / "sub").mkdir()
+    images.write_png(folder / "sub" / "wide.png", np.zeros((300, 400, 3), np.uint8))
+    listing = {"wide.png": {}, "sub/wide.png": {}, "wide.jpg": {}}
+    (folder / "boxes.json").write_text(json.dumps(listing))
+    scenes = folder_scenes(folder, images.Preprocessing(), lambda image: 0)
+    assert [s.name for s in scenes] == ["wide", "sub_wide", "wide-2"]   # overlays are written by name
 
 
 @pytest.mark.parametrize("boxes_json, match", [

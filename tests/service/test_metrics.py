@@ -101,6 +101,7 @@ def test_pointing_game_tolerance_is_15_pixels():
     np.testing.assert_array_equal(hits[:3], [100.0, 100.0, 0.0])
     assert np.isnan(hits[3])
     assert localization.pointing_game(maps[:1], [[(66, 50, 70, 51)]], tolerance=16)[0] == 100.0
+    assert localization.pointing_game(np.zeros((1, 100, 100)), [[(0, 0, 10, 10)]])[0] == 0.0   # no maximum
 
 
 def test_energy_pointing_game():
