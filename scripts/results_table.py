@@ -11,11 +11,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from service.evaluation import METRICS  # noqa: E402
 from service.metrics.summary import adcc_of_means  # noqa: E402
 from service.report.html import write_report  # noqa: E402
 
-SHOWN = ["average_drop", "increase_in_confidence", "average_gain", "coherency", "complexity", "adcc",
-         "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game", "seconds_per_image"]
+SHOWN = list(METRICS)
 SHORT = {"average_drop": "AD ↓", "increase_in_confidence": "IC ↑", "average_gain": "AG ↑", "coherency": "Coh ↑",
          "complexity": "Com ↓", "adcc": "ADCC ↑", "deletion_auc": "Del ↓", "insertion_auc": "Ins ↑",
          "road": "ROAD ↑", "arcc": "ARCC ↑", "pointing_game": "PG ↑", "energy_pointing_game": "EBPG ↑",

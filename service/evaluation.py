@@ -23,7 +23,7 @@ BETTER = {name: "lower" if name in LOWER_IS_BETTER else "higher" for name in MET
 @dataclass(frozen=True)
 class Settings:
     deletion_step: int | None = None      # pixels per step; None: 8 rows (224 * 8 at 224, RISE's batch protocol)
-    deletion_baseline: str = "zeros"      # what deleted pixels become; zeros = the mean colour (normalised space)
+    deletion_baseline: str = "zeros"      # what deleted pixels become; zeros: the dataset mean under mean/std inputs
     insertion_baseline: str = "blur"      # where insertion starts; blur = RISE's 11x11, sigma 5 Gaussian
     road_percentiles: tuple[int, ...] = road.PERCENTILES
     road_noise: float = 0.01

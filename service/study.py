@@ -62,7 +62,8 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
         parts = []
         for start in range(0, len(scenes), study.batch):
             stop = min(len(scenes), start + study.batch)
-            settings = dataclasses.replace(study.settings, seed=study.settings.seed + start)   # ROAD noise per image
+            # ROAD's noise seeded per image, whatever the batch size
+            settings = dataclasses.replace(study.settings, seed=study.settings.seed + start)
             parts.append(evaluate(explainer, tensors(scenes[start:stop]), labels[start:stop],
                                   [s.boxes for s in scenes[start:stop]], method, study.layers, settings, **options))
             parts[-1].maps = parts[-1].maps[:max(0, study.gallery - start)]   # only the gallery's are kept

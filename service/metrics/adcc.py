@@ -4,16 +4,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def pearson_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson correlation of each row pair of two (N, ...) stacks, flattened, and whether it is
+    defined (neither row constant); undefined rows hold 0."""
+    a = a.reshape(len(a), -1).astype(np.float64)
+    b = b.reshape(len(b), -1).astype(np.float64)
+    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
+    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
+    defined = denominator > 0
+    return np.where(defined, (a * b).sum(1) / np.where(defined, denominator, 1), 0.0), defined
+
+
 def coherency(maps: np.ndarray, remaps: np.ndarray) -> np.ndarray:
     """Per image, in %: (Pearson(L(x), L(x * L(x))) + 1) / 2 over the flattened maps; a constant map
     has no correlation and scores 0 (Poppi's NaN -> 0)."""
-    a = maps.reshape(len(maps), -1).astype(np.float64)
-    b = remaps.reshape(len(remaps), -1).astype(np.float64)
-    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        pearson = (a * b).sum(1) / denominator
-    return np.where(denominator > 0, 100.0 * (pearson + 1) / 2, 0.0)
+    pearson, defined = pearson_rows(maps, remaps)
+    return np.where(defined, 100.0 * (pearson + 1) / 2, 0.0)
 
 
 def complexity(maps: np.ndarray) -> np.ndarray:

@@ -5,8 +5,9 @@ import numpy as np
 
 
 def explanation_images(x: np.ndarray, maps: np.ndarray) -> np.ndarray:
-    """The normalised input times its [0, 1] map: masked pixels fall to the dataset-mean colour
-    (Poppi et al., ReciproCAM and pytorch-grad-cam all mask the normalised tensor)."""
+    """The normalised input times its [0, 1] map: masked pixels fall to 0, the dataset-mean colour
+    under mean/std normalisation (Poppi et al., ReciproCAM and pytorch-grad-cam all mask the
+    normalised tensor)."""
     return (x * maps[:, None]).astype(np.float32)
 
 

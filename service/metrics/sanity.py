@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import rankdata
 
+from .adcc import pearson_rows
+
 
 def spearman(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
     """Per image Spearman rank correlation of two (N, H, W) map stacks (average ranks for ties).
@@ -11,12 +13,8 @@ def spearman(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
     Maps here are already non-negative, so Adebayo et al.'s absolute-value variant would give the
     same number."""
     flat, other = maps.reshape(len(maps), -1), others.reshape(len(others), -1)
-    a, b = rankdata(flat, axis=1), rankdata(other, axis=1)
-    a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
-    denominator = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    same = (flat == other).all(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (a * b).sum(1) / denominator, np.where(same, 1.0, 0.0))
+    rho, defined = pearson_rows(rankdata(flat, axis=1), rankdata(other, axis=1))
+    return np.where(defined, rho, np.where((flat == other).all(axis=1), 1.0, 0.0))
 
 
 def ssim(maps: np.ndarray, others: np.ndarray) -> np.ndarray:
