@@ -53,7 +53,8 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
                "threads": explainer.runtime.threads or os.cpu_count(),
                "target": target,
                "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-               "settings": _settings(study), "metric_order": list(METRICS), "better": {**BETTER, "adcc_per_image": "higher"},
+               "settings": _settings(study), "metric_order": list(METRICS),
+               "better": {**BETTER, "adcc_per_image": "higher"},
                "methods": {}, "images": entries, "gallery": {}, "gallery_limit": study.gallery}
     for method in study.methods:
         options = study.options.get(method, {})
