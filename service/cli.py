@@ -143,6 +143,13 @@ def cmd_evaluate(args) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'index.html'}")
 
 
+def cmd_serve(args) -> None:
+    import asyncio
+
+    from .server.app import serve
+    asyncio.run(serve(args.models, args.port, args.host, args.threads, args.grace))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camserve", description="Class Activation Maps for any ONNX image CNN")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=32)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve camserve.v1 over gRPC from a model repository")
+    p.add_argument("--models", default=str(DEFAULT_MODEL.parent), help="repository: DIR/<name>/<version>/model.onnx")
+    p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--host", default="[::]")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--grace", type=float, default=30.0, help="seconds calls in flight get after SIGTERM")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

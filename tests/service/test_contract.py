@@ -1,8 +1,6 @@
-"""The camserve.v1 gRPC contract compiles and offers what clients are promised (the server comes next)."""
+"""The camserve.v1 gRPC contract: the committed modules match the proto, and it offers what clients are promised."""
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import grpc_tools
@@ -14,17 +12,20 @@ PROTO = ROOT / "proto"
 
 
 @pytest.fixture(scope="module")
-def contract(tmp_path_factory):
-    out = tmp_path_factory.mktemp("generated")
+def contract():
+    from camserve.v1 import explain_pb2
+    return explain_pb2
+
+
+def test_the_committed_modules_are_generated_from_the_proto(tmp_path):
     include = Path(grpc_tools.__file__).parent / "_proto"
-    status = protoc.main(["protoc", f"-I{PROTO}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}",
+    status = protoc.main(["protoc", f"-I{PROTO}", f"-I{include}", f"--python_out={tmp_path}",
+                          f"--grpc_python_out={tmp_path}", f"--pyi_out={tmp_path}",
                           str(PROTO / "camserve" / "v1" / "explain.proto")])
     assert status == 0
-    sys.path.insert(0, str(out))
-    try:
-        yield importlib.import_module("camserve.v1.explain_pb2")
-    finally:
-        sys.path.remove(str(out))
+    for name in ("explain_pb2.py", "explain_pb2_grpc.py", "explain_pb2.pyi"):
+        fresh = (tmp_path / "camserve" / "v1" / name).read_text()
+        assert fresh == (ROOT / "camserve" / "v1" / name).read_text(), f"run scripts/generate_proto.sh ({name})"
 
 
 def test_explain_service_offers_every_call(contract):

@@ -1,0 +1,1 @@
+"""Generated Python modules of the camserve gRPC contract (proto/camserve/); regenerate with scripts/generate_proto.sh."""

@@ -1,0 +1,1 @@
+"""The gRPC adapter: camserve.v1 ExplainService over a model repository, with health and reflection."""

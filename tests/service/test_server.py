@@ -1,0 +1,148 @@
+"""The gRPC server on loopback: Explain equals the in-process Explainer; statuses for bad calls; health."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import explain_pb2_grpc
+from service import images
+from service.explainer import Explainer
+from service.model_config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PHOTO = ROOT / "examples" / "chelsea.png"
+MODEL = "mobilenet_v2"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--models", str(ROOT / "models"),
+                                "--port", str(port), "--host", "127.0.0.1", "--threads", "2"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    deadline = time.time() + 60
+    while True:
+        try:
+            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        except grpc.RpcError:
+            if time.time() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError(f"the server did not start: {process.stdout.read()}")
+            time.sleep(0.2)
+    yield process, channel
+    channel.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    return explain_pb2_grpc.ExplainServiceStub(server[1])
+
+
+def _violation(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    detail = error_details_pb2.BadRequest()
+    assert status is not None and status.details[0].Unpack(detail)
+    return detail.field_violations[0].field
+
+
+@pytest.mark.parametrize("method", ["gradcam", "reciprocam", "ablationcam"])
+def test_explain_over_grpc_equals_the_in_process_explainer(stub, method):
+    config = load_config(ROOT / "models" / MODEL)
+    fitted = images.fit(images.read(PHOTO), config.preprocessing)
+    expected = Explainer(config.path, threads=2).explain_full(images.normalise(fitted, config.preprocessing), method,
+                                                              None, [config.default_layer] if config.default_layer
+                                                              else None)
+    reply = stub.Explain(pb.ExplainRequest(model=MODEL, method=method, images=[pb.Image(encoded=PHOTO.read_bytes())],
+                                           output=pb.OUTPUT_KIND_BOTH), timeout=60)
+    item = reply.images[0].explanations[0]
+    served = np.frombuffer(item.map.data, "<f4").reshape(item.map.shape)
+    np.testing.assert_allclose(served, expected.maps[0], atol=1e-5)
+    assert item.class_id == expected.targets[0] and item.label == "Egyptian cat" and 0 < item.score <= 1
+    assert item.overlay_png.startswith(b"\x89PNG") and reply.version == "1" and reply.provider
+
+
+def test_tensor_inputs_top_k_and_class_weights(stub):
+    config = load_config(ROOT / "models" / MODEL)
+    x = images.to_tensor(images.read(PHOTO), config.preprocessing)[0]
+    tensor = pb.Image(tensor=pb.Tensor(shape=list(x.shape), dtype=pb.DATA_TYPE_FLOAT32, data=x.astype("<f4").tobytes()))
+    top = stub.Explain(pb.ExplainRequest(model=MODEL, images=[tensor, tensor], targets=pb.Targets(top_k=3)))
+    assert [len(i.explanations) for i in top.images] == [3, 3]
+    scores = [e.score for e in top.images[0].explanations]
+    assert scores == sorted(scores, reverse=True) and top.images[0].explanations[0].class_id == 285
+    weights = np.zeros(1000, np.float32)
+    weights[[281, 285]] = 0.5
+    mixed = stub.Explain(pb.ExplainRequest(model=MODEL, images=[tensor], targets=pb.Targets(
+        weights=pb.ClassWeights(values=weights.tolist(), classes=1000))))
+    assert mixed.images[0].explanations[0].class_id in (281, 285)
+
+
+@pytest.mark.parametrize("request_, code, field", [
+    (pb.ExplainRequest(model=MODEL), grpc.StatusCode.INVALID_ARGUMENT, "images"),
+    (pb.ExplainRequest(model=MODEL, images=[pb.Image(encoded=b"not an image")]), grpc.StatusCode.INVALID_ARGUMENT,
+     "image"),
+    (pb.ExplainRequest(model=MODEL, method="nocam", images=[pb.Image(encoded=b"x")]),
+     grpc.StatusCode.INVALID_ARGUMENT, "method"),
+    (pb.ExplainRequest(model=MODEL, images=[pb.Image(tensor=pb.Tensor(shape=[3, 224, 224],
+                                                                      dtype=pb.DATA_TYPE_FLOAT32, data=b"12"))]),
+     grpc.StatusCode.INVALID_ARGUMENT, "images.tensor.data"),
+    (pb.ExplainRequest(model=MODEL, layers=["nope"], images=[pb.Image(encoded=PHOTO.read_bytes())]),
+     grpc.StatusCode.INVALID_ARGUMENT, "layers"),
+    (pb.ExplainRequest(model=MODEL, targets=pb.Targets(class_ids=pb.ClassIds(ids=[5000])),
+                       images=[pb.Image(encoded=PHOTO.read_bytes())]), grpc.StatusCode.INVALID_ARGUMENT, "targets"),
+    (pb.ExplainRequest(model="nomodel", images=[pb.Image(encoded=b"x")]), grpc.StatusCode.NOT_FOUND, None),
+])
+def test_bad_calls_get_the_right_status_and_the_server_keeps_serving(stub, request_, code, field):
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Explain(request_, timeout=60)
+    assert caught.value.code() == code
+    if field is not None:
+        assert _violation(caught.value) == field
+    assert stub.Explain(pb.ExplainRequest(model=MODEL, images=[pb.Image(encoded=PHOTO.read_bytes())]), timeout=60)
+
+
+def test_model_and_method_listings(stub):
+    assert [(m.name, list(m.versions)) for m in stub.ListModels(pb.ListModelsRequest()).models] == [(MODEL, ["1"])]
+    model = stub.GetModel(pb.GetModelRequest(model=MODEL))
+    assert model.num_classes == 1000 and model.layout == "NCHW" and model.labels[285] == "Egyptian cat"
+    assert model.default_layer in [layer.name for layer in model.layers] and model.preprocessing.crop == 224
+    methods = {m.name: m for m in stub.ListMethods(pb.ListMethodsRequest()).methods}
+    assert {"gradcam", "scorecam", "reciprocam", "randomcam"} <= set(methods)
+    assert methods["scorecam"].cost_class == pb.COST_CLASS_PER_CHANNEL
+    assert methods["scorecam"].options["variant"].text == "pytorch-grad-cam"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetModel(pb.GetModelRequest(model=MODEL, version="7"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_services(server):
+    reflector = reflection_pb2_grpc.ServerReflectionStub(server[1])
+    replies = reflector.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    names = {s.name for reply in replies for s in reply.list_services_response.service}
+    assert {"camserve.v1.ExplainService", "grpc.health.v1.Health"} <= names
