@@ -97,7 +97,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         method = request.method or "gradcam"
         if method not in METHODS:
             raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
-        x, shown = self._inputs(request, config, explainer)
+        x, shown = await asyncio.to_thread(self._inputs, request, config, explainer)   # decoding is CPU work
         targets = await asyncio.to_thread(self._targets, request.targets, explainer, x)
         repeat = len(targets) // len(x) if isinstance(targets, np.ndarray) and targets.ndim == 1 else 1
         x_all = np.repeat(x, repeat, axis=0) if repeat > 1 else x
