@@ -22,9 +22,17 @@ browser:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+PORT ?= 50051
+
+# the server on the bundled repository, one demo call once it is healthy, then serving until Ctrl-C
 run: install
-	$(BIN)/camserve explain --model models/mobilenet_v2 --image examples/chelsea.png \
-		--method gradcam --out out/demo-gradcam.png
+	@$(BIN)/camserve serve --models models --port $(PORT) & server=$$!; \
+	trap 'kill -TERM $$server 2>/dev/null; wait $$server' INT TERM; \
+	$(BIN)/camserve explain --server localhost:$(PORT) --wait 120 --model mobilenet_v2 \
+		--image examples/chelsea.png --method gradcam --out out/demo-gradcam.png \
+		|| { kill -TERM $$server; wait $$server; exit 1; }; \
+	echo "camserve: serving camserve.v1 on localhost:$(PORT); Ctrl-C stops it"; \
+	wait $$server
 
 test: install-dev
 	$(BIN)/python -m pytest -q

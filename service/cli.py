@@ -49,6 +49,8 @@ def cmd_rewrite(args) -> None:
 
 
 def cmd_explain(args) -> None:
+    if args.server:
+        return explain_remote(args)
     from . import images
     from .explainer import Explainer
     from .model_config import load_config
@@ -150,6 +152,35 @@ def cmd_serve(args) -> None:
     asyncio.run(serve(args.models, args.port, args.host, args.threads, args.grace))
 
 
+def explain_remote(args) -> None:
+    """`camserve explain --server HOST:PORT`: the same request, answered by a camserve server."""
+    import grpc
+
+    from .client import Client
+    options = dict(_option(o) for o in args.option)
+    with Client(args.server) as client:
+        try:
+            client.wait_ready(args.wait)
+            reply = client.explain([args.image], args.method, Path(str(args.model)).name,
+                                   None if args.target is None else [args.target], args.layer, overlay=bool(args.out),
+                                   **options)
+        except grpc.RpcError as error:
+            raise BadRequest(f"{error.code().name}: {error.details()}", "server") from error
+        except TimeoutError as error:
+            raise BadRequest(str(error), "server") from error
+    item = reply.images[0].explanations[0]
+    print(f"{reply.method} on {reply.model} v{reply.version} at {args.server} ({reply.provider}): class "
+          f"{item.class_id} '{item.label}' p={item.score:.3f}, layers {list(reply.layers)[:3]}")
+    if args.save_map:
+        Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_map, Client.maps(reply)[0][0])
+        print(f"wrote {args.save_map}")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_bytes(item.overlay_png)
+        print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camserve", description="Class Activation Maps for any ONNX image CNN")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--max-batch", type=int, default=32,
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
+    p.add_argument("--server", default=None, help="HOST:PORT of a camserve server; --model is then its model name")
+    p.add_argument("--wait", type=float, default=60.0, help="with --server: seconds to wait for it to be healthy")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate",

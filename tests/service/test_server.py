@@ -146,3 +146,20 @@ def test_reflection_lists_the_services(server):
     replies = reflector.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     names = {s.name for reply in replies for s in reply.list_services_response.service}
     assert {"camserve.v1.ExplainService", "grpc.health.v1.Health"} <= names
+
+
+def test_client_and_cli_against_the_server(server, tmp_path, capsys):
+    from service.cli import main
+    from service.client import Client
+    port = server[0].args[server[0].args.index("--port") + 1]
+    with Client(f"127.0.0.1:{port}") as client:
+        client.wait_ready(10)
+        reply = client.explain([PHOTO], "gradcam", targets={"top_k": 2})
+        maps = Client.maps(reply)
+        assert len(maps[0]) == 2 and maps[0][0].shape == (224, 224) and maps[0][0].dtype == np.float32
+    out = tmp_path / "overlay.png"
+    assert main(["explain", "--server", f"127.0.0.1:{port}", "--model", MODEL, "--image", str(PHOTO),
+                 "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG") and "Egyptian cat" in capsys.readouterr().out
+    assert main(["explain", "--server", f"127.0.0.1:{port}", "--model", "nomodel", "--image", str(PHOTO)]) == 2
+    assert "NOT_FOUND" in capsys.readouterr().err

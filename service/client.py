@@ -1,0 +1,76 @@
+"""A Python client of camserve.v1: explain images on a camserve server and get numpy maps and PNG overlays back."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import explain_pb2_grpc
+
+
+def _option(value) -> pb.OptionValue:
+    if isinstance(value, bool):
+        return pb.OptionValue(flag=value)
+    if isinstance(value, int):
+        return pb.OptionValue(integer=value)
+    if isinstance(value, float):
+        return pb.OptionValue(number=value)
+    return pb.OptionValue(text=str(value))
+
+
+class Client:
+    """`Client("host:50051").explain(["cat.png"], "gradcam")` -> the ExplainResponse; `maps(response)`
+    turns its raw maps into (H, W) float32 arrays."""
+
+    def __init__(self, target: str, timeout: float = 60.0):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = explain_pb2_grpc.ExplainServiceStub(self.channel)
+        self.timeout = timeout
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the server's health service says SERVING (raise TimeoutError after `timeout` s)."""
+        health = health_pb2_grpc.HealthStub(self.channel)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if health.Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no healthy camserve server after {timeout:.0f} s")
+            time.sleep(0.2)
+
+    def explain(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
+                layers: list[str] | None = None, overlay: bool = False, **options) -> pb.ExplainResponse:
+        """images: file paths or encoded bytes; targets: None (top-1), class ids, or {"top_k": k}."""
+        encoded = [Path(i).read_bytes() if isinstance(i, (str, Path)) else bytes(i) for i in images]
+        request = pb.ExplainRequest(model=model, method=method, layers=layers or [],
+                                    images=[pb.Image(encoded=data) for data in encoded],
+                                    options={k: _option(v) for k, v in options.items()},
+                                    output=pb.OUTPUT_KIND_BOTH if overlay else pb.OUTPUT_KIND_MAP)
+        if isinstance(targets, dict):
+            request.targets.top_k = int(targets["top_k"])
+        elif targets is not None:
+            request.targets.class_ids.ids.extend(int(t) for t in np.atleast_1d(targets))
+        return self.stub.Explain(request, timeout=self.timeout)
+
+    @staticmethod
+    def maps(response: pb.ExplainResponse) -> list[list[np.ndarray]]:
+        """Per image, per explanation, the (H, W) float32 map."""
+        return [[np.frombuffer(e.map.data, "<f4").reshape(e.map.shape) for e in image.explanations]
+                for image in response.images]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
