@@ -11,15 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-
-def _option(value) -> pb.OptionValue:
-    if isinstance(value, bool):
-        return pb.OptionValue(flag=value)
-    if isinstance(value, int):
-        return pb.OptionValue(integer=value)
-    if isinstance(value, float):
-        return pb.OptionValue(number=value)
-    return pb.OptionValue(text=str(value))
+from .wire import option_value
 
 
 class Client:
@@ -52,7 +44,7 @@ class Client:
         encoded = [Path(i).read_bytes() if isinstance(i, (str, Path)) else bytes(i) for i in images]
         request = pb.ExplainRequest(model=model, method=method, layers=layers or [],
                                     images=[pb.Image(encoded=data) for data in encoded],
-                                    options={k: _option(v) for k, v in options.items()},
+                                    options={k: option_value(v) for k, v in options.items()},
                                     output=pb.OUTPUT_KIND_BOTH if overlay else pb.OUTPUT_KIND_MAP)
         if isinstance(targets, dict):
             request.targets.top_k = int(targets["top_k"])

@@ -18,6 +18,7 @@ from .. import images
 from ..errors import BadRequest
 from ..methods import METHODS
 from ..methods.base import softmax
+from ..wire import option, option_value
 from .repository import ModelNotFound, ModelRepository
 
 DTYPES = {pb.DATA_TYPE_FLOAT32: np.float32, pb.DATA_TYPE_FLOAT16: np.float16, pb.DATA_TYPE_UINT8: np.uint8}
@@ -46,23 +47,6 @@ def _handled(call):
             status = _status(code_pb2.NOT_FOUND, str(error))
         await context.abort(status.code, status.details, status.trailing_metadata)
     return wrapper
-
-
-def _option(value: pb.OptionValue):
-    kind = value.WhichOneof("value")
-    if kind is None:
-        raise BadRequest("an option value is empty", "options")
-    return getattr(value, kind)
-
-
-def _option_value(value) -> pb.OptionValue:
-    if isinstance(value, bool):
-        return pb.OptionValue(flag=value)
-    if isinstance(value, int):
-        return pb.OptionValue(integer=value)
-    if isinstance(value, float):
-        return pb.OptionValue(number=value)
-    return pb.OptionValue(text="" if value is None else str(value))
 
 
 def _tensor_image(tensor: pb.Tensor, layout: str) -> np.ndarray:
@@ -101,7 +85,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         targets = await asyncio.to_thread(self._targets, request.targets, explainer, x)
         repeat = len(targets) // len(x) if isinstance(targets, np.ndarray) and targets.ndim == 1 else 1
         x_all = np.repeat(x, repeat, axis=0) if repeat > 1 else x
-        options = {name: _option(value) for name, value in request.options.items()}
+        options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
         result = await asyncio.to_thread(explainer.explain_full, x_all, method, targets, layers,
                                          request.fusion or None, **options)
@@ -111,7 +95,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         if want_png and any(s is None for s in shown):
             raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
         response = pb.ExplainResponse(model=request.model, version=version, method=method, layers=result.layers,
-                                      options={k: _option_value(v) for k, v in result.options.items()},
+                                      options={k: option_value(v) for k, v in result.options.items()},
                                       provider=explainer.provider, request_id=request.request_id)
         for i in range(len(x)):
             group = response.images.add()
@@ -192,7 +176,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         return pb.ListMethodsResponse(methods=[
             pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "", cost_class=_cost_class(spec),
                                  needs_gradients=spec.needs.gradients,
-                                 options={k: _option_value(v) for k, v in spec.options.items()})
+                                 options={k: option_value(v) for k, v in spec.options.items()})
             for name, spec in sorted(METHODS.items())])
 
     async def ExplainStream(self, request_iterator, context):
