@@ -1,75 +1,22 @@
 """The gRPC server on loopback: Explain equals the in-process Explainer; statuses for bad calls; health."""
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc
 from service import images
 from service.explainer import Explainer
 from service.model_config import load_config
+from serving import violation
 
 ROOT = Path(__file__).resolve().parents[2]
 PHOTO = ROOT / "examples" / "chelsea.png"
 MODEL = "mobilenet_v2"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--models", str(ROOT / "models"),
-                                "--port", str(port), "--host", "127.0.0.1", "--threads", "2"], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.time() + 60
-    while True:
-        try:
-            reply = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-            if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                break
-        except grpc.RpcError:
-            if time.time() > deadline or process.poll() is not None:
-                process.kill()
-                raise RuntimeError(f"the server did not start: {process.stdout.read()}")
-            time.sleep(0.2)
-    yield process, channel
-    channel.close()
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) == 0
-
-
-@pytest.fixture(scope="module")
-def stub(server):
-    return explain_pb2_grpc.ExplainServiceStub(server[1])
-
-
-def _violation(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    detail = error_details_pb2.BadRequest()
-    assert status is not None and status.details[0].Unpack(detail)
-    return detail.field_violations[0].field
 
 
 @pytest.mark.parametrize("method", ["gradcam", "reciprocam", "ablationcam"])
@@ -123,7 +70,7 @@ def test_bad_calls_get_the_right_status_and_the_server_keeps_serving(stub, reque
         stub.Explain(request_, timeout=60)
     assert caught.value.code() == code
     if field is not None:
-        assert _violation(caught.value) == field
+        assert violation(caught.value) == field
     assert stub.Explain(pb.ExplainRequest(model=MODEL, images=[pb.Image(encoded=PHOTO.read_bytes())]), timeout=60)
 
 
