@@ -18,6 +18,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v
 
 def _option(text: str) -> tuple[str, object]:
     key, _, value = text.partition("=")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
@@ -147,9 +149,19 @@ def cmd_evaluate(args) -> None:
 
 def cmd_serve(args) -> None:
     import asyncio
+    import os
 
-    from .server.app import serve
-    asyncio.run(serve(args.models, args.port, args.host, args.threads, args.grace))
+    from .server.app import ServerConfig, limits, serve
+    config = ServerConfig(args.models, args.port, args.host, args.threads, args.workers, args.max_queue,
+                          args.max_batch, args.max_delay_ms, None if args.metrics_port < 0 else args.metrics_port,
+                          args.grace, os.environ.get(args.token_env) if args.token_env else None,
+                          args.tls_cert, args.tls_key, args.tls_client_ca, args.max_request_bytes,
+                          limits(args.max_image_bytes, args.max_image_pixels, args.max_images), args.log_level)
+    if args.token_env and not config.token:
+        raise BadRequest(f"--token-env {args.token_env}: that environment variable is empty or unset", "token")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise BadRequest("TLS needs both --tls-cert and --tls-key", "tls")
+    asyncio.run(serve(config))
 
 
 def explain_remote(args) -> None:
@@ -158,12 +170,14 @@ def explain_remote(args) -> None:
 
     from .client import Client
     options = dict(_option(o) for o in args.option)
-    with Client(args.server) as client:
+    import os
+    token = os.environ.get(args.token_env) if args.token_env else None
+    with Client(args.server, token=token, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key) as client:
         try:
             client.wait_ready(args.wait)
             reply = client.explain([args.image], args.method, Path(str(args.model)).name,
                                    None if args.target is None else [args.target], args.layer, overlay=bool(args.out),
-                                   **options)
+                                   fusion=args.fusion, original_size=args.original_size, **options)
         except grpc.RpcError as error:
             raise BadRequest(f"{error.code().name}: {error.details()}", "server") from error
         except TimeoutError as error:
@@ -213,6 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.add_argument("--server", default=None, help="HOST:PORT of a camserve server; --model is then its model name")
     p.add_argument("--wait", type=float, default=60.0, help="with --server: seconds to wait for it to be healthy")
+    p.add_argument("--original-size", action="store_true", help="with --server: map and overlay at the image's size")
+    p.add_argument("--token-env", default=None, metavar="VAR", help="with --server: bearer token from this variable")
+    p.add_argument("--tls-ca", default=None, help="with --server: TLS, trusting this CA (PEM)")
+    p.add_argument("--tls-cert", default=None, help="with --server: client certificate for mutual TLS")
+    p.add_argument("--tls-key", default=None, help="with --server: its private key")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("evaluate",
@@ -244,8 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=str(DEFAULT_MODEL.parent), help="repository: DIR/<name>/<version>/model.onnx")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--host", default="[::]")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
+    p.add_argument("--workers", type=int, default=2, help="runs at once")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond --workers; more are refused "
+                   "with RESOURCE_EXHAUSTED")
+    p.add_argument("--max-batch", type=int, default=8, help="images per micro-batch of like requests (1: off)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long a micro-batch waits for company")
+    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1: none)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds calls in flight get after SIGTERM")
+    p.add_argument("--token-env", default=None, metavar="VAR",
+                   help="require `authorization: Bearer <token>` on every call but health; the token is read "
+                   "from this environment variable (never from the command line, which `ps` shows)")
+    p.add_argument("--tls-cert", type=Path, default=None, help="server certificate (PEM) for TLS")
+    p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, default=None, help="mutual TLS: CA that signs client certificates")
+    p.add_argument("--max-request-bytes", type=int, default=64 << 20)
+    p.add_argument("--max-image-bytes", type=int, default=32 << 20)
+    p.add_argument("--max-image-pixels", type=int, default=None, help="default: 64 million")
+    p.add_argument("--max-images", type=int, default=256, help="images per request")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_serve)
     return parser
 

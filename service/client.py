@@ -16,12 +16,19 @@ from .wire import option_value
 
 class Client:
     """`Client("host:50051").explain(["cat.png"], "gradcam")` -> the ExplainResponse; `maps(response)`
-    turns its raw maps into (H, W) float32 arrays."""
+    turns its raw maps into (H, W) float32 arrays. With `ca`, the channel is TLS (with `cert` and `key`,
+    mutual TLS); with `token`, every call carries `authorization: Bearer <token>`."""
 
-    def __init__(self, target: str, timeout: float = 60.0):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, timeout: float = 60.0, token: str | None = None, ca: str | Path | None = None,
+                 cert: str | Path | None = None, key: str | Path | None = None, options: list | None = None):
+        if ca or cert or key:
+            from .server.security import channel_credentials
+            self.channel = grpc.secure_channel(target, channel_credentials(ca, cert, key), options)
+        else:
+            self.channel = grpc.insecure_channel(target, options)
         self.stub = explain_pb2_grpc.ExplainServiceStub(self.channel)
         self.timeout = timeout
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the server's health service says SERVING (raise TimeoutError after `timeout` s)."""
@@ -38,19 +45,34 @@ class Client:
                 raise TimeoutError(f"no healthy camserve server after {timeout:.0f} s")
             time.sleep(0.2)
 
-    def explain(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
-                layers: list[str] | None = None, overlay: bool = False, **options) -> pb.ExplainResponse:
+    def request(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
+                layers: list[str] | None = None, overlay: bool = False, fusion: str | None = None,
+                original_size: bool = False, version: str = "", **options) -> pb.ExplainRequest:
         """images: file paths or encoded bytes; targets: None (top-1), class ids, or {"top_k": k}."""
         encoded = [Path(i).read_bytes() if isinstance(i, (str, Path)) else bytes(i) for i in images]
-        request = pb.ExplainRequest(model=model, method=method, layers=layers or [],
-                                    images=[pb.Image(encoded=data) for data in encoded],
+        request = pb.ExplainRequest(model=model, version=version, method=method, layers=layers or [],
+                                    fusion=fusion or "", images=[pb.Image(encoded=data) for data in encoded],
                                     options={k: option_value(v) for k, v in options.items()},
-                                    output=pb.OUTPUT_KIND_BOTH if overlay else pb.OUTPUT_KIND_MAP)
+                                    output=pb.OUTPUT_KIND_BOTH if overlay else pb.OUTPUT_KIND_MAP,
+                                    size=pb.OUTPUT_SIZE_ORIGINAL if original_size else pb.OUTPUT_SIZE_INPUT)
         if isinstance(targets, dict):
             request.targets.top_k = int(targets["top_k"])
         elif targets is not None:
             request.targets.class_ids.ids.extend(int(t) for t in np.atleast_1d(targets))
-        return self.stub.Explain(request, timeout=self.timeout)
+        return request
+
+    def explain(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
+                layers: list[str] | None = None, overlay: bool = False, **options) -> pb.ExplainResponse:
+        """One Explain call; keyword arguments as `request` takes them."""
+        return self.stub.Explain(self.request(images, method, model, targets, layers, overlay, **options),
+                                 timeout=self.timeout, metadata=self.metadata)
+
+    def explain_stream(self, requests):
+        """ExplainStream: an iterable of ExplainRequest in, the responses out, in order."""
+        return self.stub.ExplainStream(iter(requests), timeout=self.timeout, metadata=self.metadata)
+
+    def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
+        return self.stub.Evaluate(request, timeout=self.timeout, metadata=self.metadata)
 
     @staticmethod
     def maps(response: pb.ExplainResponse) -> list[list[np.ndarray]]:

@@ -147,7 +147,7 @@ class Explainer:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, classes) of a preprocessed float32 (N, C, H, W) batch."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         return self._forward([], x)[self.info.logits]
 
     # -- explain ------------------------------------------------------------------------------
@@ -162,7 +162,7 @@ class Explainer:
         spec = self._method(method)
         try:
             options = spec.bind(options)
-        except KeyError as error:
+        except (KeyError, TypeError) as error:
             raise BadRequest(error.args[0], "options") from error
         relu = bool(options.get("relu", spec.relu))
         fusion = fusion or spec.fusion
@@ -170,8 +170,8 @@ class Explainer:
             raise BadRequest(f"unknown fusion {fusion!r}; choose one of {', '.join(postprocess.FUSIONS)}", "fusion")
         if fusion == "adaptive" and not spec.needs.gradients:
             raise BadRequest(f"adaptive fusion weighs layers by their gradients; {method!r} has none", "fusion")
-        x = self._check_input(x)
-        rows = self._class_rows(targets, len(x))
+        x = self.check_input(x)
+        rows = self.class_rows(targets, len(x))
         targets_layers = self._target_layers(spec, layers)
         run = self._run(spec, x, rows, targets_layers, options)
         size = x.shape[-2:]
@@ -275,7 +275,8 @@ class Explainer:
                 raise BadRequest(str(error), "layers") from error
         return layers
 
-    def _check_input(self, x) -> np.ndarray:
+    def check_input(self, x) -> np.ndarray:
+        """x as a float32 (N, C, H, W) batch this model takes, or BadRequest."""
         x = np.asarray(x)
         if x.dtype != np.float32:
             if not np.issubdtype(x.dtype, np.floating):
@@ -296,7 +297,7 @@ class Explainer:
             raise BadRequest("input holds NaN or Inf values", "input")
         return x
 
-    def _class_rows(self, targets, n: int) -> np.ndarray:
+    def class_rows(self, targets, n: int) -> np.ndarray:
         """(N, classes) class-weight rows; an all-zero row means "this image's top-1 class"."""
         classes = self.info.num_classes
         if classes is None:

@@ -1,10 +1,12 @@
 """Image I/O with OpenCV: decode, preprocess to a model's tensor, and write colour-mapped overlays."""
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import imagesize
 import numpy as np
 
 from .errors import BadRequest
@@ -35,16 +37,25 @@ class Preprocessing:
         return cls(**spec)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 (H, W, 3)."""
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> RGB uint8 (H, W, 3); images over max_pixels are refused from their header,
+    before any decoding (a 1 kB JPEG can claim 20000x20000 and cost 1.2 GB to decode)."""
     if not data:
         raise BadRequest("image bytes are empty", "image")
-    buffer = np.frombuffer(data, np.uint8)
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    try:
+        width, height = imagesize.get(io.BytesIO(data))
+    except Exception:  # a header imagesize cannot parse: OpenCV decides below
+        width, height = -1, -1
+    if width * height > max_pixels:
+        raise BadRequest(f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}", "image")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV raises, rather than returning None, past its own pixel ceiling
+        image = None
     if image is None:
         raise BadRequest("image bytes are not a decodable image (PNG, JPEG, BMP, WebP, TIFF...)", "image")
-    if image.shape[0] * image.shape[1] > MAX_PIXELS:
-        raise BadRequest(f"image has {image.shape[0] * image.shape[1]} pixels; the limit is {MAX_PIXELS}", "image")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise BadRequest(f"image has {image.shape[0] * image.shape[1]} pixels; the limit is {max_pixels}", "image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -76,6 +87,22 @@ def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
         top, left = max(int(round((h - spec.crop) / 2)), 0), max(int(round((w - spec.crop) / 2)), 0)
         image = image[top:top + spec.crop, left:left + spec.crop]
     return np.ascontiguousarray(image)
+
+
+def unfit(cam: np.ndarray, shape: tuple[int, int], spec: Preprocessing) -> np.ndarray:
+    """A map of the fitted image back on the original (H, W) image: `fit`'s crop undone (zeros where the
+    crop cut the image away), then its resize."""
+    h, w = shape
+    nh, nw = h, w
+    if spec.resize:
+        nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
+    canvas = np.zeros((nh, nw), np.float32)
+    top = max(int(round((nh - spec.crop) / 2)), 0) if spec.crop else 0
+    left = max(int(round((nw - spec.crop) / 2)), 0) if spec.crop else 0
+    canvas[top:top + cam.shape[0], left:left + cam.shape[1]] = cam[:nh - top, :nw - left]
+    if (nh, nw) == (h, w):
+        return canvas
+    return np.clip(cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
 def to_tensor(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:

@@ -1,6 +1,7 @@
 """The only place that creates ONNX Runtime sessions: provider choice, threads, and the session cache."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import threading
 from typing import Callable
@@ -9,6 +10,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
+
+# the run options of the calling thread's work: a server sets one whose `terminate` stops the work's runs
+RUN_OPTIONS: contextvars.ContextVar[ort.RunOptions | None] = contextvars.ContextVar("run_options", default=None)
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -81,7 +85,7 @@ class Runtime:
     def run(self, key: tuple, build: Callable[[], onnx.ModelProto], feeds: dict[str, np.ndarray]) -> dict:
         session = self.session(key, build)
         names = [o.name for o in session.get_outputs()]
-        return dict(zip(names, session.run(names, feeds)))
+        return dict(zip(names, session.run(names, feeds, RUN_OPTIONS.get())))
 
     def cached_keys(self) -> list[tuple]:
         return list(self._sessions)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import images
 from .evaluation import BETTER, METRICS, Settings, evaluate, sanity_check
-from .metrics.summary import adcc_of_means, interval
+from .metrics.summary import summarise
 
 
 @dataclass
@@ -74,8 +74,8 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
         maps = np.concatenate([p.maps for p in parts])
         results["gallery"][method] = _gallery(out, method, scenes[:study.gallery], maps)
         kinds = np.array([scene.kind for scene in scenes])
-        entry = {"options": parts[0].options, "layers": parts[0].layers, "metrics": _summary(per_image),
-                 "by_kind": {kind: _summary({k: v[kinds == kind] for k, v in per_image.items()})
+        entry = {"options": parts[0].options, "layers": parts[0].layers, "metrics": summarise(per_image),
+                 "by_kind": {kind: summarise({k: v[kinds == kind] for k, v in per_image.items()})
                              for kind in dict.fromkeys(kinds)},
                  "curves": {"fractions": parts[0].curves["fractions"].tolist(),
                             **{k: v.mean(0).tolist() for k, v in curves.items()}},
@@ -89,16 +89,6 @@ def run(explainer, config, scenes: list, study: Study, out: Path, target: str, d
     (out / "results.json").write_text(json.dumps(results, indent=1))
     write_report(results, out)
     return results
-
-
-def _summary(per_image: dict[str, np.ndarray]) -> dict:
-    summary = {name: interval(values) for name, values in per_image.items()}
-    # ADCC of the averaged components reproduces the published tables; the mean of per-image ADCC
-    # (Poppi's code) is kept beside it under its own name
-    summary["adcc_per_image"] = summary["adcc"]
-    components = np.stack([per_image["average_drop"], per_image["coherency"], per_image["complexity"]], axis=1)
-    summary["adcc"] = interval(components, adcc_of_means)
-    return summary
 
 
 def _gallery(out: Path, method: str, scenes: list, maps: np.ndarray) -> list[str]:

@@ -7,7 +7,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -39,21 +41,41 @@ def wait_serving(process: subprocess.Popen, target: str, timeout: float = 90, cr
                 pass
             if time.time() > deadline or process.poll() is not None:
                 process.kill()
-                raise RuntimeError(f"the server did not start: {process.stdout.read()}")
+                process.wait()
+                raise RuntimeError(f"the server did not start: {log_of(process)}")
             time.sleep(0.2)
     finally:
         channel.close()
 
 
-def launch(models: str | Path, *args: str, port: int | None = None) -> tuple[subprocess.Popen, int]:
-    """`camserve serve` in a child process (output piped); returns it and its port once it serves."""
+def launch(models: str | Path, *args: str, port: int | None = None, env: dict | None = None,
+           credentials=None) -> tuple[subprocess.Popen, int]:
+    """`camserve serve` in a child process; returns it and its port once it serves. Its output (JSON log
+    lines) goes to a file, `log_of(process)`: a pipe nobody reads would fill and stall the server. Unless
+    args name one, /metrics gets a free port, `process.metrics_port`."""
     port = port or free_port()
+    if "--metrics-port" not in args:
+        args = (*args, "--metrics-port", str(free_port()))
+    log = tempfile.NamedTemporaryFile("w+", prefix="camserve-", suffix=".log", delete=False)
     process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--models", str(models),
                                 "--port", str(port), "--host", "127.0.0.1", "--threads", "2", *args], cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wait_serving(process, f"127.0.0.1:{port}")
+                               stdout=log, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+    process.log_path = log.name
+    process.metrics_port = int(args[args.index("--metrics-port") + 1])
+    log.close()
+    wait_serving(process, f"127.0.0.1:{port}", credentials=credentials)
     return process, port
+
+
+def log_of(process: subprocess.Popen) -> str:
+    return Path(process.log_path).read_text()
+
+
+def metrics_of(process: subprocess.Popen) -> str:
+    """The server's /metrics exposition text."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{process.metrics_port}/metrics", timeout=10) as reply:
+        return reply.read().decode()
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> int:
@@ -73,7 +95,7 @@ def serving(models: str | Path = ROOT / "models", *args: str):
         yield process, port
     finally:
         code = stop(process)
-    assert code == 0, process.stdout.read()
+    assert code == 0, log_of(process)
 
 
 def violation(error: grpc.RpcError) -> str:

@@ -94,7 +94,29 @@ class Method:
         if unknown:
             valid = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
             raise KeyError(f"method {self.name!r} has no option {unknown[0]!r}; its options: {valid}")
-        return {**self.options, **options}
+        return {**self.options, **{key: _checked(self.name, key, self.options[key], value)
+                                   for key, value in options.items()}}
+
+
+def _checked(method: str, key: str, default, value):
+    """An option's value of its default's kind (a None default takes anything): over gRPC a text "false"
+    must not turn a flag on, nor a flag pass for a number."""
+    if default is None:
+        return value
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, (bool, np.bool_)), "a flag (true/false)"
+    elif isinstance(default, int):
+        ok, kind = number and float(value).is_integer(), "an integer"
+        value = int(value) if ok else value
+    elif isinstance(default, float):
+        ok, kind = number and bool(np.isfinite(value)), "a finite number"
+        value = float(value) if ok else value
+    else:
+        ok, kind = isinstance(value, str), "text"
+    if not ok:
+        raise TypeError(f"option {key!r} of {method!r} takes {kind}, got {value!r}")
+    return value
 
 
 METHODS: dict[str, Method] = {}

@@ -1,50 +1,138 @@
-"""A Triton-style model repository: DIR/<name>/config.json and DIR/<name>/<version>/model.onnx."""
+"""A Triton-style model repository, DIR/<name>/config.json and DIR/<name>/<version>/model.onnx, read live."""
 from __future__ import annotations
 
+import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadRequest
 from ..explainer import Explainer
 from ..model_config import ModelConfig, load_config
+from .security import UnsafeModel, check_model_files
+
+log = logging.getLogger("camserve")
 
 
 class ModelNotFound(LookupError):
-    """No such model or version in the repository."""
+    """No such model or version in the repository (NOT_FOUND)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The model is on disk but cannot be loaded: corrupt, unsafe, or not a classifier (FAILED_PRECONDITION)."""
+
+
+@dataclass
+class _Loaded:
+    config: ModelConfig
+    explainer: Explainer
+    signature: tuple
 
 
 class ModelRepository:
-    """Explainers built on first use, one per (model, version), kept for the server's life."""
+    """Explainers built on first use, one per (model, version), rebuilt when the files change on disk.
 
-    def __init__(self, root: str | Path, threads: int | None = None, max_batch: int = 32):
+    Every call stats the model's files: a replaced model.onnx or config.json is loaded afresh while
+    calls keep getting the previous Explainer until the new one is ready (calls in flight hold theirs),
+    a new version folder is served from the next call, a removed model is NOT_FOUND. A model that
+    fails to load is logged and not retried until its files change; a replaced model that fails
+    leaves the last good one serving.
+    """
+
+    def __init__(self, root: str | Path, threads: int | None = None, max_batch: int = 32,
+                 providers: list[str] | None = None, metrics=None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise BadRequest(f"model repository {self.root} is not a folder", "models")
-        self.threads, self.max_batch = threads, max_batch
-        self._loaded: dict[tuple[str, str], tuple[ModelConfig, Explainer]] = {}
+        self.threads, self.max_batch, self.providers, self.metrics = threads, max_batch, providers, metrics
+        self._loaded: dict[tuple[str, str], _Loaded] = {}
+        self._failed: dict[tuple[str, str], tuple[tuple, str]] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     def models(self) -> dict[str, list[str]]:
-        """name -> its versions, highest first."""
+        """name -> its versions, highest first; forgets loaded models whose files are gone."""
         found = {}
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             versions = sorted((int(v.name) for v in folder.iterdir()
                                if v.is_dir() and v.name.isdigit() and (v / "model.onnx").is_file()), reverse=True)
             if versions:
                 found[folder.name] = [str(v) for v in versions]
+        with self._lock:
+            for key in [k for k in self._loaded if k[1] not in found.get(k[0], ())]:
+                del self._loaded[key]
+                self._count(key, "removed")
         return found
 
     def get(self, name: str, version: str = "") -> tuple[str, ModelConfig, Explainer]:
+        """The model's config and Explainer; no version: the highest that loads."""
         versions = self.models().get(name)
         if not versions:
             raise ModelNotFound(f"unknown model {name!r}; the repository has {sorted(self.models())}")
-        version = version or versions[0]
-        if version not in versions:
+        if version and version not in versions:
             raise ModelNotFound(f"model {name!r} has no version {version!r}; it has {versions}")
-        with self._lock:   # one build per model, however many calls arrive at once
-            if (name, version) not in self._loaded:
-                config = load_config(self.root / name / version / "model.onnx")
-                explainer = Explainer(config.path, threads=self.threads, max_batch=self.max_batch)
-                self._loaded[name, version] = config, explainer
-            config, explainer = self._loaded[name, version]
-        return version, config, explainer
+        failure = None
+        for candidate in [version] if version else versions:
+            try:
+                return (candidate, *self._current(name, candidate))
+            except ModelUnavailable as error:
+                failure = failure or error
+        raise failure
+
+    def _current(self, name: str, version: str) -> tuple[ModelConfig, Explainer]:
+        key, path = (name, version), self.root / name / version / "model.onnx"
+        signature = _signature(path, self.root / name / "config.json")
+        loaded = self._loaded.get(key)
+        if loaded is not None and loaded.signature == signature:
+            return loaded.config, loaded.explainer
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        if loaded is not None and not lock.acquire(blocking=False):
+            return loaded.config, loaded.explainer   # another call is loading the new files: serve the old
+        if loaded is None:
+            lock.acquire()
+        try:
+            loaded = self._loaded.get(key)
+            if loaded is not None and loaded.signature == signature:
+                return loaded.config, loaded.explainer
+            failed = self._failed.get(key)
+            if failed is not None and failed[0] == signature:
+                if loaded is not None:
+                    return loaded.config, loaded.explainer
+                raise ModelUnavailable(failed[1])
+            try:
+                check_model_files(self.root, path)
+                config = load_config(path)
+                explainer = Explainer(config.path, self.providers, self.threads, self.max_batch)
+            except (UnsafeModel, BadRequest, OSError) as error:
+                message = f"model {name!r} version {version} cannot be loaded: {error}"
+                self._failed[key] = signature, message
+                self._count(key, "failed")
+                log.warning(message, extra={"fields": {"model": name, "version": version}})
+                if loaded is not None:
+                    return loaded.config, loaded.explainer
+                raise ModelUnavailable(message) from error
+            self._count(key, "reloaded" if loaded is not None else "loaded")
+            log.info(f"model {name} version {version} {'reloaded' if loaded else 'loaded'} on {explainer.provider}",
+                     extra={"fields": {"model": name, "version": version, "provider": explainer.provider}})
+            self._loaded[key] = _Loaded(config, explainer, signature)
+            self._failed.pop(key, None)
+            return config, explainer
+        finally:
+            lock.release()
+
+    def _count(self, key: tuple[str, str], outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.model_load(key[0], key[1], outcome)
+
+
+def _signature(*paths: Path) -> tuple:
+    """What changes when a file is replaced or rewritten (a rename swaps the inode, an edit the mtime)."""
+    stats = []
+    for path in paths:
+        try:
+            stat = path.stat()
+            stats.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return tuple(stats)

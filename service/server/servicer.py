@@ -1,165 +1,177 @@
-"""ExplainService: request messages to arrays, the Explainer, arrays back to messages; errors to gRPC statuses."""
+"""ExplainService: request messages to arrays, the batcher and Explainer, arrays back to messages."""
 from __future__ import annotations
 
 import asyncio
-import functools
+import collections
+import math
 import time
+from dataclasses import dataclass
 
 import grpc
 import numpy as np
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
 from .. import images
+from ..data.folder import map_box
 from ..errors import BadRequest
+from ..evaluation import Settings, evaluate
 from ..methods import METHODS
 from ..methods.base import softmax
+from ..metrics.summary import summarise
 from ..wire import option, option_value
-from .repository import ModelNotFound, ModelRepository
+from .batching import Batcher
+from .calls import observed, observed_stream
+from .repository import ModelRepository
 
 DTYPES = {pb.DATA_TYPE_FLOAT32: np.float32, pb.DATA_TYPE_FLOAT16: np.float16, pb.DATA_TYPE_UINT8: np.uint8}
-MAX_TENSOR_ELEMENTS = 64_000_000
+STREAM_WINDOW = 8      # stream messages explained at once (in order); more could batch, but would hold memory
 
 
-def _status(code: int, message: str, field: str | None = None) -> grpc.Status:
-    details = []
-    if field is not None:
-        violation = error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
-        detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
-        details.append(detail)
-    return rpc_status.to_status(status_pb2.Status(code=code, message=message, details=details))
+@dataclass
+class Limits:
+    image_bytes: int = 32 << 20
+    image_pixels: int = images.MAX_PIXELS
+    images_per_request: int = 256
 
 
-def _handled(call):
-    """Bad input -> INVALID_ARGUMENT with a BadRequest field violation; an unknown model -> NOT_FOUND."""
-    @functools.wraps(call)
-    async def wrapper(self, request, context):
-        try:
-            return await call(self, request, context)
-        except BadRequest as error:
-            status = _status(code_pb2.INVALID_ARGUMENT, str(error), error.field or "request")
-        except ModelNotFound as error:
-            status = _status(code_pb2.NOT_FOUND, str(error))
-        await context.abort(status.code, status.details, status.trailing_metadata)
-    return wrapper
-
-
-def _tensor_image(tensor: pb.Tensor, layout: str) -> np.ndarray:
-    if tensor.dtype not in DTYPES:
-        raise BadRequest(f"tensor dtype {tensor.dtype} is not one of FLOAT32, FLOAT16, UINT8", "images.tensor.dtype")
-    shape = list(tensor.shape)
-    if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) > MAX_TENSOR_ELEMENTS:
-        raise BadRequest(f"tensor shape {shape} must be 3 positive dims, at most {MAX_TENSOR_ELEMENTS} elements",
-                         "images.tensor.shape")
-    dtype = np.dtype(DTYPES[tensor.dtype]).newbyteorder("<")
-    if len(tensor.data) != int(np.prod(shape)) * dtype.itemsize:
-        raise BadRequest(f"tensor data holds {len(tensor.data)} bytes; shape {shape} of {dtype.name} needs "
-                         f"{int(np.prod(shape)) * dtype.itemsize}", "images.tensor.data")
-    array = np.frombuffer(tensor.data, dtype).reshape(shape).astype(np.float32)
-    return array.transpose(2, 0, 1) if layout == "NHWC" else array
+@dataclass
+class _Inputs:
+    x: np.ndarray                  # (N, C, H, W) float32
+    shown: list                    # per image: the fitted RGB (overlays), None for tensors
+    originals: list                # per image: the decoded RGB, None for tensors
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
-    def __init__(self, repository: ModelRepository):
-        self.repository = repository
+    def __init__(self, repository: ModelRepository, batcher: Batcher, limits: Limits = Limits(), metrics=None):
+        self.repository, self.batcher, self.limits, self.metrics = repository, batcher, limits, metrics
 
-    @_handled
+    # -- Explain --------------------------------------------------------------------------------
+    @observed("Explain")
     async def Explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
+        return await self._explain(request, context)
+
+    @observed_stream("ExplainStream")
+    async def ExplainStream(self, requests, context):
+        pending: collections.deque[asyncio.Task] = collections.deque()
+        try:
+            async for request in requests:
+                pending.append(asyncio.ensure_future(self._explain(request, context)))
+                while len(pending) >= STREAM_WINDOW or (pending and pending[0].done()):
+                    yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
         began = time.perf_counter()
-        if not request.images:
-            raise BadRequest("the request holds no images", "images")
-        if not request.model:
-            raise BadRequest("the request names no model", "model")
-        if request.size == pb.OUTPUT_SIZE_ORIGINAL:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "maps at the original image size are not served yet")
+        _check_request(request, self.limits)
         version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
         method = request.method or "gradcam"
         if method not in METHODS:
             raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
-        x, shown = await asyncio.to_thread(self._inputs, request, config, explainer)   # decoding is CPU work
-        targets = await asyncio.to_thread(self._targets, request.targets, explainer, x)
-        repeat = len(targets) // len(x) if isinstance(targets, np.ndarray) and targets.ndim == 1 else 1
-        x_all = np.repeat(x, repeat, axis=0) if repeat > 1 else x
+        inputs = await asyncio.to_thread(self._inputs, request.images, config, explainer, self.limits)
+        original = request.size == pb.OUTPUT_SIZE_ORIGINAL
+        if original and any(o is None for o in inputs.originals):
+            raise BadRequest("maps at the original size need encoded images; tensor inputs have no original",
+                             "size")
+        rows, repeat = await asyncio.to_thread(_target_rows, request.targets, explainer, inputs.x)
         options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
-        result = await asyncio.to_thread(explainer.explain_full, x_all, method, targets, layers,
-                                         request.fusion or None, **options)
-        probabilities = softmax(result.logits.astype(np.float64))
+        x = np.repeat(inputs.x, repeat, axis=0) if repeat > 1 else inputs.x
+        result = await self.batcher.explain(explainer, x, rows, method, layers, request.fusion or None, options)
         want_map = request.output in (pb.OUTPUT_KIND_UNSPECIFIED, pb.OUTPUT_KIND_MAP, pb.OUTPUT_KIND_BOTH)
         want_png = request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH)
-        if want_png and any(s is None for s in shown):
+        if want_png and any(s is None for s in inputs.shown):
             raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
         response = pb.ExplainResponse(model=request.model, version=version, method=method, layers=result.layers,
                                       options={k: option_value(v) for k, v in result.options.items()},
                                       provider=explainer.provider, request_id=request.request_id)
-        for i in range(len(x)):
-            group = response.images.add()
-            for k in range(i * repeat, (i + 1) * repeat):
-                cam, target = result.maps[k], int(result.targets[k])
-                item = group.explanations.add(class_id=target, label=config.label(target),
-                                              score=float(probabilities[k, target]))
-                if want_map:
-                    item.map.CopyFrom(pb.Tensor(shape=list(cam.shape), dtype=pb.DATA_TYPE_FLOAT32,
-                                                data=cam.astype("<f4").tobytes()))
-                if want_png:
-                    item.overlay_png = images.encode_png(images.overlay(shown[i], cam))
+        probabilities = softmax(result.logits.astype(np.float64))
+        await asyncio.to_thread(_fill, response, result, probabilities, inputs, repeat, config, want_map, want_png,
+                                original)
         response.seconds = time.perf_counter() - began
         return response
 
-    def _inputs(self, request, config, explainer) -> tuple[np.ndarray, list]:
-        tensors, shown = [], []
-        for image in request.images:
+    @staticmethod
+    def _inputs(messages, config, explainer, limits: Limits) -> _Inputs:
+        tensors, shown, originals = [], [], []
+        for i, image in enumerate(messages):
             kind = image.WhichOneof("source")
             if kind == "encoded":
-                fitted = images.fit(images.decode(image.encoded), config.preprocessing)
+                if len(image.encoded) > limits.image_bytes:
+                    raise BadRequest(f"image {i} is {len(image.encoded)} bytes; the limit is {limits.image_bytes}",
+                                     f"images[{i}].encoded")
+                rgb = _indexed(images.decode, f"images[{i}].encoded", image.encoded, limits.image_pixels)
+                fitted = images.fit(rgb, config.preprocessing)
                 tensors.append(images.normalise(fitted, config.preprocessing)[0])
                 shown.append(fitted)
+                originals.append(rgb)
             elif kind == "tensor":
-                tensors.append(_tensor_image(image.tensor, explainer.info.layout))
+                tensors.append(_tensor_image(image.tensor, explainer.info.layout, f"images[{i}].tensor"))
                 shown.append(None)
+                originals.append(None)
             else:
-                raise BadRequest("an image holds neither encoded bytes nor a tensor", "images")
+                raise BadRequest(f"image {i} holds neither encoded bytes nor a tensor", f"images[{i}]")
         if len({t.shape for t in tensors}) > 1:
             raise BadRequest(f"images differ in size after preprocessing: {sorted({t.shape for t in tensors})}",
                              "images")
-        return np.stack(tensors), shown
+        x = _indexed(explainer.check_input, "images", np.stack(tensors))
+        return _Inputs(x, shown, originals)
 
-    @staticmethod
-    def _targets(targets: pb.Targets, explainer, x: np.ndarray):
-        kind = targets.WhichOneof("kind")
-        if kind is None:
-            return None
-        if kind == "class_ids":
-            ids = np.array(targets.class_ids.ids, np.int64)
-            if ids.size not in (1, len(x)):
-                raise BadRequest(f"give one class id, or one per image ({len(x)}); got {ids.size}", "targets")
-            return np.broadcast_to(ids, (len(x),)).copy()
-        if kind == "weights":
-            values, classes = np.array(targets.weights.values, np.float32), targets.weights.classes
-            if classes < 1 or values.size not in (classes, classes * len(x)):
-                raise BadRequest(f"class weights: {values.size} values for {classes} classes and {len(x)} images",
-                                 "targets.weights")
-            return np.broadcast_to(values.reshape(-1, classes), (len(x), classes)).copy()
-        k = targets.top_k
-        classes = explainer.info.num_classes or 0
-        if not 1 <= k <= classes:
-            raise BadRequest(f"top_k must lie in [1, {classes}], got {k}", "targets.top_k")
-        order = np.argsort(-explainer.predict(x), axis=1, kind="stable")[:, :k]
-        return order.reshape(-1)
+    # -- Evaluate -------------------------------------------------------------------------------
+    @observed("Evaluate")
+    async def Evaluate(self, request: pb.EvaluateRequest, context) -> pb.EvaluateResponse:
+        if not request.images:
+            raise BadRequest("the request holds no images", "images")
+        if not request.model:
+            raise BadRequest("the request names no model", "model")
+        methods = list(dict.fromkeys(request.methods)) or ["gradcam"]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise BadRequest(f"unknown method {unknown[0]!r}; available: {', '.join(sorted(METHODS))}", "methods")
+        options = {m: {} for m in methods}
+        for key, value in request.options.items():
+            name, _, setting = key.partition(".")
+            if name not in options or not setting:
+                raise BadRequest(f"option {key!r} must be METHOD.KEY for one of the methods {methods}", "options")
+            options[name][setting] = option(value)
+        settings = Settings(deletion_step=request.deletion_step or None,
+                            deletion_baseline=request.deletion_baseline or "zeros",
+                            insertion_baseline=request.insertion_baseline or "blur")
+        version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
+        inputs = await asyncio.to_thread(self._inputs, [item.image for item in request.images], config, explainer,
+                                         self.limits)
+        labels, boxes = _labels_and_boxes(request.images, inputs, config, explainer)
+        layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
+        response = pb.EvaluateResponse(model=request.model, version=version, request_id=request.request_id)
+        for method in methods:
+            scores = await self.batcher.call(evaluate, explainer, inputs.x, labels, boxes, method, layers, settings,
+                                             **options[method])
+            entry = response.methods.add(method=method)
+            for name, summary in summarise(scores.per_image).items():
+                defined = summary["mean"] is not None
+                entry.metrics[name].CopyFrom(pb.Interval(mean=summary["mean"] or 0.0, low=summary["low"] or 0.0,
+                                                         high=summary["high"] or 0.0, defined=defined))
+            entry.deletion_curve.extend(scores.curves["deletion"].mean(axis=0).tolist())
+            entry.insertion_curve.extend(scores.curves["insertion"].mean(axis=0).tolist())
+            entry.fractions.extend(np.asarray(scores.curves["fractions"]).tolist())
+        return response
 
-    @_handled
+    # -- listings -------------------------------------------------------------------------------
+    @observed("ListModels")
     async def ListModels(self, request, context) -> pb.ListModelsResponse:
         models = await asyncio.to_thread(self.repository.models)
         return pb.ListModelsResponse(models=[pb.ModelSummary(name=n, versions=v, ready=True)
                                              for n, v in models.items()])
 
-    @_handled
+    @observed("GetModel")
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelDescription:
+        if not request.model:
+            raise BadRequest("the request names no model", "model")
         version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
         info, spec = explainer.info, config.preprocessing
         return pb.ModelDescription(
@@ -171,7 +183,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
                                            std=spec.std, color=spec.color, scale=spec.scale))
 
-    @_handled
+    @observed("ListMethods")
     async def ListMethods(self, request, context) -> pb.ListMethodsResponse:
         return pb.ListMethodsResponse(methods=[
             pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "", cost_class=_cost_class(spec),
@@ -179,11 +191,104 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
                                  options={k: option_value(v) for k, v in spec.options.items()})
             for name, spec in sorted(METHODS.items())])
 
-    async def ExplainStream(self, request_iterator, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ExplainStream is not served yet; call Explain")
 
-    async def Evaluate(self, request, context):
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Evaluate is not served yet; use `camserve evaluate`")
+def _check_request(request: pb.ExplainRequest, limits: Limits) -> None:
+    if not request.images:
+        raise BadRequest("the request holds no images", "images")
+    if len(request.images) > limits.images_per_request:
+        raise BadRequest(f"{len(request.images)} images; the limit is {limits.images_per_request} per request",
+                         "images")
+    if not request.model:
+        raise BadRequest("the request names no model", "model")
+    for name, enum, value in (("output", pb.OutputKind, request.output), ("size", pb.OutputSize, request.size)):
+        if value not in enum.values():
+            raise BadRequest(f"{name} {value} is not one of {', '.join(enum.keys())}", name)
+
+
+def _indexed(fn, field: str, *args):
+    """fn(*args), its BadRequest reported against `field` (the request's path, not the library's name)."""
+    try:
+        return fn(*args)
+    except BadRequest as error:
+        raise BadRequest(str(error), field) from error
+
+
+def _tensor_image(tensor: pb.Tensor, layout: str, field: str) -> np.ndarray:
+    if tensor.dtype not in DTYPES:
+        raise BadRequest(f"tensor dtype {tensor.dtype} is not one of FLOAT32, FLOAT16, UINT8", f"{field}.dtype")
+    shape = [int(d) for d in tensor.shape]
+    limit = images.MAX_PIXELS * 4
+    count = math.prod(shape)   # Python integers: huge dims must not wrap around as numpy's int64 would
+    if len(shape) != 3 or min(shape) < 1 or count > limit:
+        raise BadRequest(f"tensor shape {shape} must be 3 positive dims, at most {limit} elements", f"{field}.shape")
+    dtype = np.dtype(DTYPES[tensor.dtype]).newbyteorder("<")
+    if len(tensor.data) != count * dtype.itemsize:
+        raise BadRequest(f"tensor data holds {len(tensor.data)} bytes; shape {shape} of {dtype.name} needs "
+                         f"{count * dtype.itemsize}", f"{field}.data")
+    array = np.frombuffer(tensor.data, dtype).reshape(shape).astype(np.float32)
+    return array.transpose(2, 0, 1) if layout == "NHWC" else array
+
+
+def _target_rows(targets: pb.Targets, explainer, x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(rows, k): class-weight rows for every map (zero rows: the image's top-1), k maps per image."""
+    classes = explainer.info.num_classes
+    kind = targets.WhichOneof("kind")
+    if kind == "top_k":
+        k = targets.top_k
+        if not 1 <= k <= (classes or 0):
+            raise BadRequest(f"top_k must lie in [1, {classes}], got {k}", "targets.top_k")
+        order = np.argsort(-explainer.predict(x), axis=1, kind="stable")[:, :k]
+        return _indexed(explainer.class_rows, "targets.top_k", order.reshape(-1), len(x) * k), k
+    if kind == "class_ids":
+        ids = np.array(targets.class_ids.ids, np.int64)
+        if ids.size not in (1, len(x)):
+            raise BadRequest(f"give one class id, or one per image ({len(x)}); got {ids.size}", "targets.class_ids")
+        return _indexed(explainer.class_rows, "targets.class_ids", np.broadcast_to(ids, (len(x),)).copy(),
+                        len(x)), 1
+    if kind == "weights":
+        values, count = np.array(targets.weights.values, np.float32), targets.weights.classes
+        if count != classes or values.size not in (count, count * len(x)):
+            raise BadRequest(f"class weights: {values.size} values for {count} classes and {len(x)} images; "
+                             f"the model has {classes} classes", "targets.weights")
+        rows = np.broadcast_to(values.reshape(-1, count), (len(x), count)).copy()
+        return _indexed(explainer.class_rows, "targets.weights", rows, len(x)), 1
+    return _indexed(explainer.class_rows, "targets", None, len(x)), 1
+
+
+def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, config, want_map: bool, want_png: bool,
+          original: bool) -> None:
+    for i in range(len(inputs.x)):
+        group = response.images.add()
+        for k in range(i * repeat, (i + 1) * repeat):
+            cam, target = result.maps[k], int(result.targets[k])
+            item = group.explanations.add(class_id=target, label=config.label(target),
+                                          score=float(probabilities[k, target]))
+            shown = inputs.shown[i]
+            if original:
+                cam, shown = images.unfit(cam, inputs.originals[i].shape[:2], config.preprocessing), inputs.originals[i]
+            if want_map:
+                item.map.CopyFrom(pb.Tensor(shape=list(cam.shape), dtype=pb.DATA_TYPE_FLOAT32,
+                                            data=np.ascontiguousarray(cam, "<f4").tobytes()))
+            if want_png:
+                item.overlay_png = images.encode_png(images.overlay(shown, cam))
+
+
+def _labels_and_boxes(items, inputs: _Inputs, config, explainer) -> tuple[np.ndarray, list]:
+    classes = explainer.info.num_classes or 0
+    labels = np.array([item.label for item in items], np.int64)
+    bad = [i for i, label in enumerate(labels) if not 0 <= label < classes]
+    if bad:
+        raise BadRequest(f"label {labels[bad[0]]} of image {bad[0]} is out of range [0, {classes})",
+                         f"images[{bad[0]}].label")
+    boxes = []
+    for i, item in enumerate(items):
+        if item.boxes and inputs.originals[i] is None:
+            raise BadRequest("boxes are given in encoded images' pixels; tensor images take none",
+                             f"images[{i}].boxes")
+        mapped = [map_box((b.x0, b.y0, b.x1, b.y1), inputs.originals[i].shape[:2], config.preprocessing)
+                  for b in item.boxes]
+        boxes.append([b for b in mapped if b is not None])
+    return labels, boxes
 
 
 def _cost_class(spec) -> int:

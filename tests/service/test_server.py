@@ -53,16 +53,16 @@ def test_tensor_inputs_top_k_and_class_weights(stub):
 @pytest.mark.parametrize("request_, code, field", [
     (pb.ExplainRequest(model=MODEL), grpc.StatusCode.INVALID_ARGUMENT, "images"),
     (pb.ExplainRequest(model=MODEL, images=[pb.Image(encoded=b"not an image")]), grpc.StatusCode.INVALID_ARGUMENT,
-     "image"),
+     "images[0].encoded"),
     (pb.ExplainRequest(model=MODEL, method="nocam", images=[pb.Image(encoded=b"x")]),
      grpc.StatusCode.INVALID_ARGUMENT, "method"),
     (pb.ExplainRequest(model=MODEL, images=[pb.Image(tensor=pb.Tensor(shape=[3, 224, 224],
                                                                       dtype=pb.DATA_TYPE_FLOAT32, data=b"12"))]),
-     grpc.StatusCode.INVALID_ARGUMENT, "images.tensor.data"),
+     grpc.StatusCode.INVALID_ARGUMENT, "images[0].tensor.data"),
     (pb.ExplainRequest(model=MODEL, layers=["nope"], images=[pb.Image(encoded=PHOTO.read_bytes())]),
      grpc.StatusCode.INVALID_ARGUMENT, "layers"),
     (pb.ExplainRequest(model=MODEL, targets=pb.Targets(class_ids=pb.ClassIds(ids=[5000])),
-                       images=[pb.Image(encoded=PHOTO.read_bytes())]), grpc.StatusCode.INVALID_ARGUMENT, "targets"),
+                       images=[pb.Image(encoded=PHOTO.read_bytes())]), grpc.StatusCode.INVALID_ARGUMENT, "targets.class_ids"),
     (pb.ExplainRequest(model="nomodel", images=[pb.Image(encoded=b"x")]), grpc.StatusCode.NOT_FOUND, None),
 ])
 def test_bad_calls_get_the_right_status_and_the_server_keeps_serving(stub, request_, code, field):

@@ -1,0 +1,299 @@
+"""Times one Explain call over gRPC on loopback against the same work in process, and throughput under load."""
+import argparse
+import collections
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+# not common.py, which imports torch: run as a script, this folder leads sys.path, where this file would shadow the
+# service package and cuda.py the `cuda` package torch imports; the folder leaves the path, the repository leads it
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from camserve.v1 import explain_pb2 as pb  # noqa: E402
+from camserve.v1 import explain_pb2_grpc  # noqa: E402
+from service import Explainer, images  # noqa: E402
+from service.model_config import load_config  # noqa: E402
+
+sys.path.append(str(ROOT / "tests"))   # appended: tests/service must not come before the service package
+from serving import free_port, launch, stop  # noqa: E402
+
+THREADS = 2                          # as bench/common.py
+MODEL = ROOT / "models" / "mobilenet_v2"
+IMAGE = ROOT / "examples" / "chelsea.png"
+TARGET = 1.15                        # gRPC Explain / the in-process path, median of a lone call
+CLIENTS = (1, 4, 16)
+BLOCK = 10                           # latency: gRPC and in-process calls alternate in blocks of this many
+CALLS = {False: dict(latency=150, warmup=10, throughput=384, client_warmup=2),
+         True: dict(latency=10, warmup=3, throughput=48, client_warmup=1)}
+SERVERS = {"off": ("--max-batch", "1"),     # micro-batching off; the others: on
+           "batch 8": ("--max-batch", "8", "--max-delay-ms", "5"),
+           "batch 16": ("--max-batch", "16", "--max-delay-ms", "5")}
+LATENCY_SERVERS = ("off", "batch 8")
+
+
+class Server:
+    """`camserve serve` in a child process with /metrics on; its log is drained (a full pipe would stall it)."""
+
+    def __init__(self, flags: tuple[str, ...], threads: int, workers: int):
+        self.flags = ("--threads", str(threads), "--workers", str(workers), *flags)
+        self.log: collections.deque[str] = collections.deque(maxlen=20)
+
+    def __enter__(self) -> "Server":
+        self.metrics_port = free_port()
+        self.process, port = launch(MODEL.parent, *self.flags, "--metrics-port", str(self.metrics_port))
+        self.target = f"127.0.0.1:{port}"
+        self.drain = threading.Thread(target=lambda: self.log.extend(self.process.stdout), daemon=True)
+        self.drain.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        code = stop(self.process)
+        self.drain.join(timeout=5)
+        if code != 0:
+            print(f"server {' '.join(self.flags)} exited {code}; its last log lines:\n{''.join(self.log)}")
+
+    def batch_sizes(self) -> tuple[float, float]:
+        """(sum, count) of the camserve_batch_size histogram: images and device runs so far."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            if family.name == "camserve_batch_size":
+                values = {s.name: s.value for s in family.samples}
+                return values["camserve_batch_size_sum"], values["camserve_batch_size_count"]
+        return 0.0, 0.0
+
+
+class Local:
+    """The in-process path of one Explain: decode, preprocess, Grad-CAM, the map as bytes; each stage timed."""
+
+    def __init__(self, threads: int):
+        self.config = load_config(MODEL)
+        self.explainer = Explainer(self.config.path, threads=threads)
+        self.layers = [self.config.default_layer] if self.config.default_layer else None  # as the server does
+
+    def __call__(self, data: bytes) -> dict:
+        t0 = time.perf_counter()
+        rgb = images.decode(data)
+        t1 = time.perf_counter()
+        x = images.normalise(images.fit(rgb, self.config.preprocessing), self.config.preprocessing)
+        t2 = time.perf_counter()
+        result = self.explainer.explain_full(x, "gradcam", None, self.layers)
+        t3 = time.perf_counter()
+        np.ascontiguousarray(result.maps[0], "<f4").tobytes()
+        t4 = time.perf_counter()
+        return dict(decode=t1 - t0, preprocess=t2 - t1, explain=t3 - t2, encode=t4 - t3, total=t4 - t0)
+
+
+def channel(target: str) -> grpc.Channel:
+    # a subchannel pool of its own: every client gets its own TCP connection, not a shared one
+    return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def remote(stub, request: pb.ExplainRequest) -> tuple[dict, pb.ExplainResponse]:
+    t0 = time.perf_counter()
+    reply = stub.Explain(request, timeout=120)
+    np.frombuffer(reply.images[0].explanations[0].map.data, "<f4").reshape(reply.images[0].explanations[0].map.shape)
+    return dict(total=time.perf_counter() - t0, server=reply.seconds), reply
+
+
+def flags(name: str) -> str:
+    return " ".join(SERVERS[name])
+
+
+def ms(samples: list[dict], key: str, q: float = 50) -> float:
+    return float(np.percentile([s[key] for s in samples], q)) * 1e3
+
+
+def latency(server: Server, local: Local, request: pb.ExplainRequest, counts: dict) -> dict:
+    """Lone sequential calls, gRPC and in-process alternating in blocks (either going first in turn)."""
+    with channel(server.target) as ch:
+        stub = explain_pb2_grpc.ExplainServiceStub(ch)
+        for _ in range(counts["warmup"]):
+            _, reply = remote(stub, request)
+            local(request.images[0].encoded)
+        grpc_samples, local_samples = [], []
+        for block in range(0, counts["latency"], BLOCK):
+            size = min(BLOCK, counts["latency"] - block)
+            runs = [lambda: grpc_samples.append(remote(stub, request)[0]),
+                    lambda: local_samples.append(local(request.images[0].encoded))]
+            for run in runs if block // BLOCK % 2 == 0 else runs[::-1]:
+                for _ in range(size):
+                    run()
+    return dict(grpc=grpc_samples, local=local_samples, reply=reply)
+
+
+def client(target: str, request: pb.ExplainRequest, calls: int, warmup: int, ready: threading.Barrier,
+           go: threading.Event, out: list, errors: list) -> None:
+    try:
+        with channel(target) as ch:
+            stub = explain_pb2_grpc.ExplainServiceStub(ch)
+            for _ in range(warmup):
+                stub.Explain(request, timeout=120)
+            ready.wait()
+            go.wait()
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                stub.Explain(request, timeout=120)
+                times.append(time.perf_counter() - start)
+            out.extend(times)
+    except Exception as error:  # noqa: BLE001 -- reported by the caller, the barrier released
+        errors.append(error)
+        ready.abort()
+
+
+def throughput(server: Server, request: pb.ExplainRequest, clients: int, counts: dict) -> dict:
+    """`clients` threads, one channel each, `throughput // clients` calls each after their warm-up."""
+    calls = max(1, counts["throughput"] // clients)
+    ready, go, out, errors = threading.Barrier(clients + 1), threading.Event(), [], []
+    threads = [threading.Thread(target=client, args=(server.target, request, calls, counts["client_warmup"], ready,
+                                                      go, out, errors)) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass
+    images_before, runs_before = server.batch_sizes()
+    start = time.perf_counter()
+    go.set()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} clients failed, the first with {errors[0]!r}")
+    images_after, runs_after = server.batch_sizes()
+    runs = runs_after - runs_before
+    return dict(clients=clients, calls=len(out), rate=len(out) / wall, p50=float(np.percentile(out, 50)) * 1e3,
+                p99=float(np.percentile(out, 99)) * 1e3, batch=(images_after - images_before) / runs if runs else 0.0)
+
+
+def latency_table(results: dict) -> None:
+    print("| server | path | median ms | p90 ms | gRPC / in-process (median) | (p90) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for name, r in results.items():
+        g, lo = r["grpc"], r["local"]
+        print(f"| {flags(name)} | gRPC Explain | {ms(g, 'total'):.2f} | {ms(g, 'total', 90):.2f} | "
+              f"{ms(g, 'total') / ms(lo, 'total'):.2f}x | {ms(g, 'total', 90) / ms(lo, 'total', 90):.2f}x |")
+        print(f"| {flags(name)} | in process | {ms(lo, 'total'):.2f} | {ms(lo, 'total', 90):.2f} | | |")
+
+
+def breakdown(results: dict, request: pb.ExplainRequest, reply: pb.ExplainResponse) -> None:
+    """Where a lone call's time goes (medians): the in-process stages, the server's handler, and the rest."""
+    print("\n| server | decode | preprocess | explain_full | map to bytes | in-process total | server handler "
+          "(reply.seconds) | handler - in-process | client wall - handler (gRPC, proto, loopback) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, r in results.items():
+        g, lo = r["grpc"], r["local"]
+        stages = ("decode", "preprocess", "explain", "encode", "total")
+        print(f"| {flags(name)} | " + " | ".join(f"{ms(lo, k):.2f}" for k in stages)
+              + f" | {ms(g, 'server'):.2f} | {ms(g, 'server') - ms(lo, 'total'):+.2f} | "
+              f"{statistics.median(s['total'] - s['server'] for s in g) * 1e3:.2f} |")
+    data = reply.SerializeToString()
+    print(f"protobuf alone, in this process ({request.ByteSize() / 1e3:.0f} kB request, {len(data) / 1e3:.0f} kB "
+          f"reply): request serialise {median_ms(request.SerializeToString, 50):.3f} ms, parse "
+          f"{median_ms(lambda: pb.ExplainRequest.FromString(request.SerializeToString()), 50):.3f} ms; reply "
+          f"serialise {median_ms(reply.SerializeToString, 50):.3f} ms, parse "
+          f"{median_ms(lambda: pb.ExplainResponse.FromString(data), 50):.3f} ms")
+
+
+def throughput_table(rows: dict) -> None:
+    print("| server | clients | calls | calls/s | p50 ms | p99 ms | mean batch (camserve_batch_size) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, cells in rows.items():
+        for r in cells:
+            print(f"| {flags(name)} | {r['clients']} | {r['calls']} | {r['rate']:.1f} | {r['p50']:.1f} | "
+                  f"{r['p99']:.1f} | {r['batch']:.2f} |")
+    batched = [name for name in rows if name != "off"]
+    print("\n| clients | " + " | ".join(f"{flags(name)} / {flags('off')}, calls/s" for name in batched) + " |")
+    print("|---:|" + "---:|" * len(batched))
+    for i, clients in enumerate(CLIENTS):
+        print(f"| {clients} | " + " | ".join(f"{rows[name][i]['rate'] / rows['off'][i]['rate']:.2f}x"
+                                              for name in batched) + " |")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def median_ms(fn, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def load() -> str:
+    return "load average " + " / ".join(f"{v:.2f}" for v in os.getloadavg()) + " (1 / 5 / 15 min)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="few calls: a smoke run, not a measurement")
+    parser.add_argument("--threads", type=int, default=THREADS, help="ONNX Runtime threads, server and in process")
+    parser.add_argument("--workers", type=int, default=2, help="the server's --workers (runs at once)")
+    args = parser.parse_args()
+    counts = CALLS[args.quick]
+    began = time.perf_counter()
+    request = pb.ExplainRequest(model=MODEL.name, method="gradcam", images=[pb.Image(encoded=IMAGE.read_bytes())],
+                                output=pb.OUTPUT_KIND_MAP)
+    local = Local(args.threads)
+    print(f"machine: {cpu_model()}, os.cpu_count()={os.cpu_count()}; {load()} at the start")
+    print(f"onnxruntime {ort.__version__}, grpcio {grpc.__version__}; in-process provider {local.explainer.provider}")
+    print(f"threads: server --threads {args.threads} --workers {args.workers}, in process Explainer(threads="
+          f"{args.threads}); clients: one thread and one channel (own connection) each, in this process; the server "
+          f"is a child process on 127.0.0.1")
+    print(f"model {MODEL.name} ({local.layers or 'default layer'}), gradcam, {IMAGE.name} "
+          f"({request.images[0].ByteSize() / 1e3:.0f} kB PNG), reply: the (224, 224) float32 map"
+          + (" -- QUICK: too few calls to measure anything" if args.quick else ""))
+    latencies, rows, reply = {}, {}, None
+    for name, server_flags in SERVERS.items():
+        with Server(server_flags, args.threads, args.workers) as server:
+            if name in LATENCY_SERVERS:
+                latencies[name] = result = latency(server, local, request, counts)
+                reply = result["reply"]
+            rows[name] = [throughput(server, request, clients, counts) for clients in CLIENTS]
+        print(f"  done: server {flags(name)}; {load()}", file=sys.stderr, flush=True)
+    print(f"server provider (ExplainResponse.provider): {reply.provider}\n")
+    print(f"## 1. A lone Explain, sequential calls: gRPC on loopback vs in process ({counts['latency']} calls each, "
+          f"after {counts['warmup']} warm-up; alternating in blocks of {BLOCK})")
+    latency_table(latencies)
+    breakdown(latencies, request, reply)
+    off = latencies["off"]
+    ratio = ms(off["grpc"], "total") / ms(off["local"], "total")
+    print(f"\ntarget: gRPC Explain <= {TARGET}x the in-process path (median, --max-batch 1): {ratio:.2f}x "
+          f"{verdict(ratio <= TARGET)}")
+    print(f"\n## 2. Throughput: concurrent clients, {counts['throughput']} calls in all per row "
+          f"({counts['client_warmup']} warm-up calls per client first)")
+    throughput_table(rows)
+    print(f"\n{load()} at the end; {time.perf_counter() - began:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()

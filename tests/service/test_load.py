@@ -1,0 +1,268 @@
+"""Real camserve servers under load: 16 clients, SIGTERM mid-load, hot reloads mid-load, and flat memory."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import explain_pb2_grpc
+from serving import free_port, launch, stop
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "mobilenet_v2"
+REQUEST = pb.ExplainRequest(model=MODEL, method="gradcam",
+                            images=[pb.Image(encoded=(ROOT / "examples" / "chelsea.png").read_bytes())])
+CAT = 285          # "Egyptian cat"
+TIMEOUT = 60       # seconds, every call
+
+
+@dataclass
+class Server:
+    process: object
+    port: int
+    metrics_port: int
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def samples(self) -> list:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
+            text = reply.read().decode()
+        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` whose labels include `labels`."""
+        return sum(s.value for s in self.samples()
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def lines(self) -> list[dict]:
+        found = []
+        for line in list(self.log):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+        return [line for line in found if isinstance(line, dict)]
+
+
+@contextlib.contextmanager
+def server(models: str | Path = ROOT / "models", *args: str):
+    """A server with /metrics on a free port; its output is read all along (a full pipe would block its logging)."""
+    metrics_port = free_port()
+    process, port = launch(models, "--metrics-port", str(metrics_port), *args)
+    served = Server(process, port, metrics_port)
+    reader = threading.Thread(target=lambda: served.log.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        yield served
+    finally:
+        code = stop(process)
+        reader.join(timeout=10)
+    assert code == 0, "".join(served.log[-40:])
+
+
+def wait_for(what: str, check, timeout: float = 60, detail=lambda: "") -> float:
+    """Poll `check` until it is true; the seconds it took."""
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what} {detail()}"
+        time.sleep(0.1)
+    return time.monotonic() - began
+
+
+@dataclass
+class Call:
+    started: float
+    ended: float
+    code: grpc.StatusCode
+    version: str = ""
+    class_id: int = -1
+    details: str = ""
+
+
+def call(stub, request=REQUEST) -> Call:
+    started = time.monotonic()
+    try:
+        reply = stub.Explain(request, timeout=TIMEOUT)
+    except grpc.RpcError as error:
+        return Call(started, time.monotonic(), error.code(), details=error.details() or "")
+    return Call(started, time.monotonic(), grpc.StatusCode.OK, reply.version,
+                reply.images[0].explanations[0].class_id)
+
+
+def client(target: str, calls: list[Call], count: int | None = None, until: threading.Event | None = None,
+           stop_on_error: bool = False) -> None:
+    """One client on a channel of its own: `count` calls, or calls until `until` is set."""
+    with grpc.insecure_channel(target) as channel:
+        stub = explain_pb2_grpc.ExplainServiceStub(channel)
+        done = 0
+        while (count is None or done < count) and not (until is not None and until.is_set()):
+            outcome = call(stub)
+            calls.append(outcome)
+            done += 1
+            if stop_on_error and outcome.code != grpc.StatusCode.OK:
+                return
+
+
+def load(target: str, clients: int, each: int) -> list[Call]:
+    calls: list[Call] = []
+    with ThreadPoolExecutor(clients) as pool:
+        for future in [pool.submit(client, target, calls, each) for _ in range(clients)]:
+            future.result()
+    return calls
+
+
+def failures(calls: list[Call]) -> list[str]:
+    return [f"{c.code.name}: {c.details}" for c in calls if c.code != grpc.StatusCode.OK]
+
+
+def test_sixteen_clients_a_hundred_calls_each_without_an_error():
+    with server() as served:
+        began = time.monotonic()
+        calls = load(served.target, 16, 100)
+        seconds = time.monotonic() - began
+        ok = served.metric("camserve_requests_total", rpc="Explain", code="OK")
+        batches = served.metric("camserve_batch_size_count")
+        images = served.metric("camserve_batch_size_sum")
+        alone = served.metric("camserve_batch_size_bucket", le="1.0")
+    print(f"\n16 x 100 calls in {seconds:.1f} s ({len(calls) / seconds:.1f}/s); {batches:.0f} runs of "
+          f"{images / batches:.2f} images on average, {alone:.0f} runs of one image")
+    assert len(calls) == 1600 and failures(calls) == []
+    assert {c.class_id for c in calls} == {CAT}
+    assert ok >= 1600
+    assert batches > 0 and images / batches > 1, f"no batching: {images} images in {batches} runs"
+
+
+def test_sigterm_under_load_finishes_the_calls_in_flight():
+    with server(ROOT / "models", "--grace", "30", "--workers", "1") as served:
+        calls: list[Call] = []
+        finished = threading.Event()
+        with ThreadPoolExecutor(8) as pool:
+            clients = [pool.submit(client, served.target, calls, None, finished, True) for _ in range(8)]
+            try:
+                wait_for("20 calls succeed", lambda: sum(c.code == grpc.StatusCode.OK for c in calls) >= 20)
+                wait_for("calls wait or run on the server", lambda: served.metric("camserve_in_flight")
+                         + served.metric("camserve_queue_depth") > 0)
+                t0 = time.monotonic()
+                # 50 ms for a call begun just before t0 to reach the server from a client thread of this process
+                time.sleep(0.05)
+                served.process.send_signal(signal.SIGTERM)
+                code = served.process.wait(timeout=60)
+                exited = time.monotonic() - t0
+            finally:
+                finished.set()
+            for future in clients:
+                future.result()
+    before = [c for c in calls if c.started < t0]
+    after = [c for c in calls if c.started >= t0]
+    late = [c for c in before if c.ended >= t0]
+    print(f"\n{len(before)} calls begun before SIGTERM ({len(late)} still open then), {len(after)} after: "
+          f"{sorted({c.code.name for c in after})}; exit {code} {exited:.2f} s after SIGTERM")
+    assert failures(before) == [], f"calls sent before SIGTERM failed: {failures(before)}"
+    assert late, "no call was in flight at SIGTERM"
+    assert {c.code for c in after} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, [
+        f"{c.code.name} ({c.details}) sent {c.started - t0:.3f} s after SIGTERM, ended {c.ended - t0:.3f} s"
+        for c in after if c.code != grpc.StatusCode.OK] + [f"exit {exited:.3f} s after"]
+    assert code == 0 and exited < 30
+    assert any(line.get("message", "").startswith("draining") for line in served.lines()), "".join(served.log)
+
+
+def test_hot_reload_under_load_fails_no_call(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(ROOT / "models", models)
+    folder = models / MODEL
+    with server(models) as served:
+        calls: list[Call] = []
+        finished = threading.Event()
+        with ThreadPoolExecutor(8) as pool, grpc.insecure_channel(served.target) as channel:
+            clients = [pool.submit(client, served.target, calls, None, finished) for _ in range(8)]
+            stub = explain_pb2_grpc.ExplainServiceStub(channel)
+            taken = {}
+
+            def replies_since(moment: float, version: str) -> bool:
+                return any(c.started >= moment and c.version == version for c in list(calls))
+
+            try:
+                wait_for("calls succeed", lambda: len(calls) >= 20)
+                # (a) model.onnx replaced atomically: reloaded, calls go on with the old Explainer meanwhile
+                scratch = folder / "1" / ".model.onnx.new"
+                shutil.copyfile(folder / "1" / "model.onnx", scratch)
+                os.replace(scratch, folder / "1" / "model.onnx")
+                taken["a reloaded"] = wait_for("version 1 is reloaded", lambda: served.metric(
+                    "camserve_model_loads_total", model=MODEL, version="1", outcome="reloaded") >= 1)
+                time.sleep(1.5)
+                # (b) a new version: served from the next call without a version
+                moment = time.monotonic()
+                shutil.copytree(folder / "1", folder / "2")
+                copied = time.monotonic()
+                taken["b version 2"] = wait_for("replies say version 2", lambda: replies_since(moment, "2"))
+                time.sleep(1.5)
+                # (c) a new model
+                shutil.copytree(folder, models / "other")
+                moment = time.monotonic()
+                taken["c other"] = wait_for("ListModels lists other", lambda: "other" in [
+                    m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=TIMEOUT).models])
+                other = stub.Explain(pb.ExplainRequest(model="other", images=REQUEST.images), timeout=TIMEOUT)
+                taken["c other"] = time.monotonic() - moment
+                assert other.model == "other" and other.images[0].explanations[0].class_id == CAT
+                time.sleep(1.5)
+                # (d) version 2 removed: forgotten, replies back to version 1
+                before_removal = time.monotonic()
+                shutil.rmtree(folder / "2")
+                removed = time.monotonic()
+                taken["d version 1"] = wait_for("replies say version 1 again", lambda: replies_since(removed, "1"))
+                time.sleep(1.5)
+                # (e) a corrupt version 3: its load fails, calls go on with version 1
+                (folder / "3").mkdir()
+                (folder / "3" / ".model.onnx.new").write_bytes(b"\x08\x07garbage, not an ONNX model" * 4096)
+                os.replace(folder / "3" / ".model.onnx.new", folder / "3" / "model.onnx")
+                corrupted = time.monotonic()
+                taken["e failed"] = wait_for("version 3 fails to load", lambda: served.metric(
+                    "camserve_model_loads_total", model=MODEL, version="3", outcome="failed") >= 1, detail=lambda: (
+                    f"(calls since: {len(failures(calls))} failed, e.g. {failures(calls)[:1]})"))
+                wait_for("20 more calls", lambda: sum(c.started >= corrupted for c in list(calls)) >= 20)
+                time.sleep(1.5)
+            finally:
+                finished.set()
+                for future in clients:
+                    future.result()
+        loads = {(s.labels["version"], s.labels["outcome"]): s.value for s in served.samples()
+                 if s.name == "camserve_model_loads_total" and s.labels["model"] == MODEL}
+    print(f"\n{len(calls)} calls; evidence after (s): { {k: round(v, 2) for k, v in taken.items()} }; loads {loads}")
+    assert failures(calls) == [], f"{len(failures(calls))} of {len(calls)} calls failed: {failures(calls)[:5]}"
+    second = [c for c in calls if copied <= c.started < before_removal]
+    assert second and {c.version for c in second} == {"2"}, sorted({c.version for c in second})
+    assert {c.version for c in calls if c.started >= removed} == {"1"}
+    assert [line for line in served.lines() if line.get("level") == "WARNING" and line.get("version") == "3"
+            and "cannot be loaded" in line.get("message", "")], "no failed load in the log"
+    assert {c.class_id for c in calls} == {CAT}
+
+
+def test_memory_stays_flat_over_two_thousand_calls():
+    with server() as served:
+        rss = psutil.Process(served.process.pid).memory_info
+        warm = load(served.target, 4, 50)
+        before = rss().rss
+        began = time.monotonic()
+        calls = load(served.target, 4, 500)
+        seconds = time.monotonic() - began
+        after = rss().rss
+    growth = after / before - 1
+    message = f"server RSS {before / 2**20:.1f} MiB after 200 calls, {after / 2**20:.1f} MiB after 2000 more " \
+              f"({growth:+.2%}; 2000 calls in {seconds:.1f} s)"
+    print("\n" + message)
+    assert failures(warm + calls) == [] and len(calls) == 2000
+    assert growth < 0.05, message
