@@ -1,10 +1,13 @@
 """Times one Explain call over gRPC on loopback against the same work in process, and throughput under load."""
 import argparse
-import collections
 import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -19,15 +22,14 @@ sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or os.curdir).resolve() 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
+import psutil  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from camserve.v1 import explain_pb2 as pb  # noqa: E402
 from camserve.v1 import explain_pb2_grpc  # noqa: E402
 from service import Explainer, images  # noqa: E402
 from service.model_config import load_config  # noqa: E402
-
-sys.path.append(str(ROOT / "tests"))   # appended: tests/service must not come before the service package
-from serving import free_port, launch, stop  # noqa: E402
 
 THREADS = 2                          # as bench/common.py
 MODEL = ROOT / "models" / "mobilenet_v2"
@@ -44,25 +46,53 @@ LATENCY_SERVERS = ("off", "batch 8")
 
 
 class Server:
-    """`camserve serve` in a child process with /metrics on; its log is drained (a full pipe would stall it)."""
+    """`camserve serve` in a child process on loopback, as tests/serving.py starts it, /metrics on; its log goes to
+    a file (a pipe nobody reads would fill and stall it)."""
 
     def __init__(self, flags: tuple[str, ...], threads: int, workers: int):
         self.flags = ("--threads", str(threads), "--workers", str(workers), *flags)
-        self.log: collections.deque[str] = collections.deque(maxlen=20)
 
     def __enter__(self) -> "Server":
-        self.metrics_port = free_port()
-        self.process, port = launch(MODEL.parent, *self.flags, "--metrics-port", str(self.metrics_port))
+        port, self.metrics_port = free_port(), free_port()
         self.target = f"127.0.0.1:{port}"
-        self.drain = threading.Thread(target=lambda: self.log.extend(self.process.stdout), daemon=True)
-        self.drain.start()
+        self.log = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--models", str(MODEL.parent), "--host", "127.0.0.1",
+             "--port", str(port), "--metrics-port", str(self.metrics_port), *self.flags],
+            cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            self.wait_serving()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
+    def wait_serving(self, timeout: float = 90) -> None:
+        with grpc.insecure_channel(self.target) as ch:
+            health, deadline = health_pb2_grpc.HealthStub(ch), time.time() + timeout
+            while True:
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                            health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                if time.time() > deadline or self.process.poll() is not None:
+                    raise RuntimeError(f"the server {' '.join(self.flags)} did not start")
+                time.sleep(0.2)
+
     def __exit__(self, *exc) -> None:
-        code = stop(self.process)
-        self.drain.join(timeout=5)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
         if code != 0:
-            print(f"server {' '.join(self.flags)} exited {code}; its last log lines:\n{''.join(self.log)}")
+            self.log.seek(0)
+            tail = "".join(self.log.readlines()[-20:])
+            print(f"server {' '.join(self.flags)} exited {code}; its last log lines:\n{tail}", file=sys.stderr)
+        self.log.close()
 
     def batch_sizes(self) -> tuple[float, float]:
         """(sum, count) of the camserve_batch_size histogram: images and device runs so far."""
@@ -94,6 +124,34 @@ class Local:
         np.ascontiguousarray(result.maps[0], "<f4").tobytes()
         t4 = time.perf_counter()
         return dict(decode=t1 - t0, preprocess=t2 - t1, explain=t3 - t2, encode=t4 - t3, total=t4 - t0)
+
+
+class Meter:
+    """What the machine's cores did over a phase: this process, the server, and anything else (other people's
+    tests: they slow both sides, not necessarily equally)."""
+
+    def __init__(self, pid: int):
+        self.server = psutil.Process(pid)
+        self.start = self.read()
+
+    def read(self) -> tuple[float, ...]:
+        t = psutil.cpu_times()
+        busy = t.user + t.nice + t.system + t.irq + t.softirq
+        return (time.perf_counter(), busy, t.steal, sum(psutil.Process().cpu_times()[:2]),
+                sum(self.server.cpu_times()[:2]))
+
+    def report(self) -> str:
+        wall, busy, steal, mine, server = (b - a for a, b in zip(self.start, self.read()))
+        cores = wall * os.cpu_count()
+        return (f"{wall:.0f} s: this process (clients, in-process path) {mine / cores:.0%}, the server "
+                f"{server / cores:.0%}, other processes {(busy - mine - server) / cores:.0%} of the "
+                f"{os.cpu_count()} cores; hypervisor steal {steal / cores:.0%}; {load()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def channel(target: str) -> grpc.Channel:
@@ -272,15 +330,18 @@ def main() -> None:
     print(f"model {MODEL.name} ({local.layers or 'default layer'}), gradcam, {IMAGE.name} "
           f"({request.images[0].ByteSize() / 1e3:.0f} kB PNG), reply: the (224, 224) float32 map"
           + (" -- QUICK: too few calls to measure anything" if args.quick else ""))
-    latencies, rows, reply = {}, {}, None
+    latencies, rows, reply, use = {}, {}, None, []
     for name, server_flags in SERVERS.items():
         with Server(server_flags, args.threads, args.workers) as server:
+            meter = Meter(server.process.pid)
             if name in LATENCY_SERVERS:
                 latencies[name] = result = latency(server, local, request, counts)
                 reply = result["reply"]
             rows[name] = [throughput(server, request, clients, counts) for clients in CLIENTS]
-        print(f"  done: server {flags(name)}; {load()}", file=sys.stderr, flush=True)
-    print(f"server provider (ExplainResponse.provider): {reply.provider}\n")
+            use.append(f"  server {flags(name)}, {meter.report()}")
+        print(use[-1], file=sys.stderr, flush=True)
+    print(f"server provider (ExplainResponse.provider): {reply.provider}")
+    print("CPU use while each server ran (latency, then throughput):\n" + "\n".join(use) + "\n")
     print(f"## 1. A lone Explain, sequential calls: gRPC on loopback vs in process ({counts['latency']} calls each, "
           f"after {counts['warmup']} warm-up; alternating in blocks of {BLOCK})")
     latency_table(latencies)

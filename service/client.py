@@ -45,7 +45,8 @@ class Client:
                 raise TimeoutError(f"no healthy camserve server after {timeout:.0f} s")
             time.sleep(0.2)
 
-    def request(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
+    @staticmethod
+    def request(images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
                 layers: list[str] | None = None, overlay: bool = False, fusion: str | None = None,
                 original_size: bool = False, version: str = "", **options) -> pb.ExplainRequest:
         """images: file paths or encoded bytes; targets: None (top-1), class ids, or {"top_k": k}."""
@@ -64,7 +65,7 @@ class Client:
     def explain(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
                 layers: list[str] | None = None, overlay: bool = False, **options) -> pb.ExplainResponse:
         """One Explain call; keyword arguments as `request` takes them."""
-        return self.stub.Explain(self.request(images, method, model, targets, layers, overlay, **options),
+        return self.stub.Explain(Client.request(images, method, model, targets, layers, overlay, **options),
                                  timeout=self.timeout, metadata=self.metadata)
 
     def explain_stream(self, requests):

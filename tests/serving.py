@@ -88,9 +88,9 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> int:
 
 
 @contextlib.contextmanager
-def serving(models: str | Path = ROOT / "models", *args: str):
+def serving(models: str | Path = ROOT / "models", *args: str, env: dict | None = None, credentials=None):
     """A server for the block; it must exit 0 on SIGTERM at the end."""
-    process, port = launch(models, *args)
+    process, port = launch(models, *args, env=env, credentials=credentials)
     try:
         yield process, port
     finally:

@@ -77,10 +77,10 @@ class Batcher:
             return await self._wait(job, lambda: self._gather((id(explainer), call, x.shape[1:]), work, job))
         return await self._wait(job, lambda: self._start(_Batch(work, [job], len(x))))
 
-    async def call(self, fn: Callable, *args):
-        """fn(*args) in a worker thread, alone, under the same queue and run slots as explanations."""
+    async def call(self, fn: Callable, *args, **kwargs):
+        """fn(*args, **kwargs) in a worker thread, alone, under the same queue and run slots as explanations."""
         job = _Job(np.empty(0), np.empty(0), asyncio.get_running_loop().create_future())
-        return await self._wait(job, lambda: self._start(_Batch(lambda jobs: [fn(*args)], [job])))
+        return await self._wait(job, lambda: self._start(_Batch(lambda jobs: [fn(*args, **kwargs)], [job])))
 
     async def _wait(self, job: _Job, enqueue: Callable[[], None]):
         if self.admitted >= self.workers + self.max_queue:
@@ -153,7 +153,7 @@ class Batcher:
                     self.metrics.batch(sum(len(job.x) for job in jobs))
                 try:
                     results = await asyncio.to_thread(self._work, batch, jobs)
-                except BadRequest as error:
+                except BadRequest:
                     if len(jobs) == 1:
                         raise
                     # one caller's input spoiled the batch: run each alone so only its own call fails

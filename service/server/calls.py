@@ -25,8 +25,10 @@ CODES = ((BadRequest, code_pb2.INVALID_ARGUMENT), (ModelNotFound, code_pb2.NOT_F
 
 
 class _Outcome:
-    def __init__(self, request=None):
+    def __init__(self, context, request=None):
         self.code, self.images, self.began = "OK", 0, time.perf_counter()
+        remaining = context.time_remaining()   # after a cancellation it no longer tells; read it now
+        self.deadline = None if remaining is None else time.monotonic() + remaining
         self.model = getattr(request, "model", "")
         self.method = getattr(request, "method", "") or ("gradcam" if hasattr(request, "method") else "")
         self.request_id = getattr(request, "request_id", "")
@@ -55,9 +57,9 @@ def _packed(message) -> any_pb2.Any:
     return detail
 
 
-def _gone(context) -> str:
-    remaining = context.time_remaining()
-    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+def _gone(outcome: _Outcome) -> str:
+    expired = outcome.deadline is not None and time.monotonic() >= outcome.deadline - 0.01
+    return "DEADLINE_EXCEEDED" if expired else "CANCELLED"
 
 
 def _failed(error: Exception, outcome: _Outcome) -> grpc.Status:
@@ -82,12 +84,12 @@ def observed(rpc: str):
     def wrap(call):
         @functools.wraps(call)
         async def wrapper(self, request, context):
-            outcome = _Outcome(request)
+            outcome = _Outcome(context, request)
             outcome.images = len(getattr(request, "images", ()))
             try:
                 return await call(self, request, context)
             except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
-                outcome.code = _gone(context)
+                outcome.code = _gone(outcome)
                 raise
             except Exception as error:  # noqa: BLE001 -- no exception may leave as UNKNOWN
                 status = _failed(error, outcome)
@@ -103,14 +105,14 @@ def observed_stream(rpc: str):
     def wrap(call):
         @functools.wraps(call)
         async def wrapper(self, requests, context):
-            outcome = _Outcome()
+            outcome = _Outcome(context)
             try:
                 async for response in call(self, requests, context):
                     outcome.model, outcome.method = response.model, response.method
                     outcome.images += len(response.images)
                     yield response
             except asyncio.CancelledError:
-                outcome.code = _gone(context)
+                outcome.code = _gone(outcome)
                 raise
             except Exception as error:  # noqa: BLE001
                 status = _failed(error, outcome)

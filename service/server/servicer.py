@@ -7,7 +7,6 @@ import math
 import time
 from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
 from camserve.v1 import explain_pb2 as pb

@@ -6,11 +6,11 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
-from serving import free_port, launch, stop
+from serving import log_of, metrics_of, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenet_v2"
@@ -31,19 +31,15 @@ TIMEOUT = 60       # seconds, every call
 
 @dataclass
 class Server:
-    process: object
+    process: subprocess.Popen
     port: int
-    metrics_port: int
-    log: list[str] = field(default_factory=list)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def samples(self) -> list:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as reply:
-            text = reply.read().decode()
-        return [s for family in text_string_to_metric_families(text) for s in family.samples]
+        return [s for family in text_string_to_metric_families(metrics_of(self.process)) for s in family.samples]
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples `name` whose labels include `labels`."""
@@ -51,8 +47,9 @@ class Server:
                    if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
     def lines(self) -> list[dict]:
+        """The server's JSON log lines so far."""
         found = []
-        for line in list(self.log):
+        for line in log_of(self.process).splitlines():
             with contextlib.suppress(ValueError):
                 found.append(json.loads(line))
         return [line for line in found if isinstance(line, dict)]
@@ -60,25 +57,16 @@ class Server:
 
 @contextlib.contextmanager
 def server(models: str | Path = ROOT / "models", *args: str):
-    """A server with /metrics on a free port; its output is read all along (a full pipe would block its logging)."""
-    metrics_port = free_port()
-    process, port = launch(models, "--metrics-port", str(metrics_port), *args)
-    served = Server(process, port, metrics_port)
-    reader = threading.Thread(target=lambda: served.log.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    try:
-        yield served
-    finally:
-        code = stop(process)
-        reader.join(timeout=10)
-    assert code == 0, "".join(served.log[-40:])
+    """`serving` (its /metrics on a free port, its log in a file; exit 0 on SIGTERM at the end) as a Server."""
+    with serving(models, *args) as (process, port):
+        yield Server(process, port)
 
 
-def wait_for(what: str, check, timeout: float = 60, detail=lambda: "") -> float:
+def wait_for(what: str, check, timeout: float = 60) -> float:
     """Poll `check` until it is true; the seconds it took."""
     began = time.monotonic()
     while not check():
-        assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what} {detail()}"
+        assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what}"
         time.sleep(0.1)
     return time.monotonic() - began
 
@@ -177,7 +165,7 @@ def test_sigterm_under_load_finishes_the_calls_in_flight():
         f"{c.code.name} ({c.details}) sent {c.started - t0:.3f} s after SIGTERM, ended {c.ended - t0:.3f} s"
         for c in after if c.code != grpc.StatusCode.OK] + [f"exit {exited:.3f} s after"]
     assert code == 0 and exited < 30
-    assert any(line.get("message", "").startswith("draining") for line in served.lines()), "".join(served.log)
+    assert any(line.get("message", "").startswith("draining") for line in served.lines()), log_of(served.process)
 
 
 def test_hot_reload_under_load_fails_no_call(tmp_path):
@@ -195,25 +183,33 @@ def test_hot_reload_under_load_fails_no_call(tmp_path):
             def replies_since(moment: float, version: str) -> bool:
                 return any(c.started >= moment and c.version == version for c in list(calls))
 
+            def stage(name: str, what: str, check) -> None:
+                """Wait for the stage's evidence; stop at the first failed call."""
+                def seen() -> bool:
+                    failed = failures(calls)
+                    assert not failed, f"stage {name}: {len(failed)} failed calls, the first {failed[0]}"
+                    return check()
+                taken[name] = wait_for(what, seen)
+
             try:
-                wait_for("calls succeed", lambda: len(calls) >= 20)
+                stage("start", "20 calls succeed", lambda: len(calls) >= 20)
                 # (a) model.onnx replaced atomically: reloaded, calls go on with the old Explainer meanwhile
                 scratch = folder / "1" / ".model.onnx.new"
                 shutil.copyfile(folder / "1" / "model.onnx", scratch)
                 os.replace(scratch, folder / "1" / "model.onnx")
-                taken["a reloaded"] = wait_for("version 1 is reloaded", lambda: served.metric(
+                stage("a reloaded", "version 1 is reloaded", lambda: served.metric(
                     "camserve_model_loads_total", model=MODEL, version="1", outcome="reloaded") >= 1)
                 time.sleep(1.5)
                 # (b) a new version: served from the next call without a version
                 moment = time.monotonic()
                 shutil.copytree(folder / "1", folder / "2")
                 copied = time.monotonic()
-                taken["b version 2"] = wait_for("replies say version 2", lambda: replies_since(moment, "2"))
+                stage("b version 2", "replies say version 2", lambda: replies_since(moment, "2"))
                 time.sleep(1.5)
                 # (c) a new model
-                shutil.copytree(folder, models / "other")
                 moment = time.monotonic()
-                taken["c other"] = wait_for("ListModels lists other", lambda: "other" in [
+                shutil.copytree(folder, models / "other")
+                stage("c other", "ListModels lists other", lambda: "other" in [
                     m.name for m in stub.ListModels(pb.ListModelsRequest(), timeout=TIMEOUT).models])
                 other = stub.Explain(pb.ExplainRequest(model="other", images=REQUEST.images), timeout=TIMEOUT)
                 taken["c other"] = time.monotonic() - moment
@@ -223,17 +219,16 @@ def test_hot_reload_under_load_fails_no_call(tmp_path):
                 before_removal = time.monotonic()
                 shutil.rmtree(folder / "2")
                 removed = time.monotonic()
-                taken["d version 1"] = wait_for("replies say version 1 again", lambda: replies_since(removed, "1"))
+                stage("d version 1", "replies say version 1 again", lambda: replies_since(removed, "1"))
                 time.sleep(1.5)
                 # (e) a corrupt version 3: its load fails, calls go on with version 1
                 (folder / "3").mkdir()
                 (folder / "3" / ".model.onnx.new").write_bytes(b"\x08\x07garbage, not an ONNX model" * 4096)
                 os.replace(folder / "3" / ".model.onnx.new", folder / "3" / "model.onnx")
                 corrupted = time.monotonic()
-                taken["e failed"] = wait_for("version 3 fails to load", lambda: served.metric(
-                    "camserve_model_loads_total", model=MODEL, version="3", outcome="failed") >= 1, detail=lambda: (
-                    f"(calls since: {len(failures(calls))} failed, e.g. {failures(calls)[:1]})"))
-                wait_for("20 more calls", lambda: sum(c.started >= corrupted for c in list(calls)) >= 20)
+                stage("e failed", "version 3 fails to load", lambda: served.metric(
+                    "camserve_model_loads_total", model=MODEL, version="3", outcome="failed") >= 1)
+                stage("e version 1", "20 more calls", lambda: sum(c.started >= corrupted for c in list(calls)) >= 20)
                 time.sleep(1.5)
             finally:
                 finished.set()
@@ -243,7 +238,8 @@ def test_hot_reload_under_load_fails_no_call(tmp_path):
                  if s.name == "camserve_model_loads_total" and s.labels["model"] == MODEL}
     print(f"\n{len(calls)} calls; evidence after (s): { {k: round(v, 2) for k, v in taken.items()} }; loads {loads}")
     assert failures(calls) == [], f"{len(failures(calls))} of {len(calls)} calls failed: {failures(calls)[:5]}"
-    second = [c for c in calls if copied <= c.started < before_removal]
+    # begun after the copy, answered before the removal: on version 2, every one
+    second = [c for c in calls if copied <= c.started and c.ended < before_removal]
     assert second and {c.version for c in second} == {"2"}, sorted({c.version for c in second})
     assert {c.version for c in calls if c.started >= removed} == {"1"}
     assert [line for line in served.lines() if line.get("level") == "WARNING" and line.get("version") == "3"
