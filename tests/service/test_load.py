@@ -248,17 +248,46 @@ def test_hot_reload_under_load_fails_no_call(tmp_path):
 
 
 def test_memory_stays_flat_over_two_thousand_calls():
-    with server() as served:
-        rss = psutil.Process(served.process.pid).memory_info
-        warm = load(served.target, 4, 50)
-        before = rss().rss
-        began = time.monotonic()
-        calls = load(served.target, 4, 500)
-        seconds = time.monotonic() - began
-        after = rss().rss
+    # glibc's defaults (an arena per thread, an mmap threshold that grows) let the RSS of this server wander from
+    # 400 to 1000 MiB with no trend; pinned, RSS follows the live heap, where a leak would show.
+    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    with serving(ROOT / "models", env=env) as (process, port):
+        target, rss = f"127.0.0.1:{port}", psutil.Process(process.pid).memory_info
+        calls: list[Call] = []
+        samples: list[tuple[int, int]] = []     # (calls answered, RSS) every 20 ms
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                samples.append((len(calls), rss().rss))
+                time.sleep(0.02)
+
+        def run(each: int) -> None:
+            with ThreadPoolExecutor(4) as pool:
+                for future in [pool.submit(client, target, calls, each) for _ in range(4)]:
+                    future.result()
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            run(50)
+            idle_before = rss().rss
+            began = time.monotonic()
+            run(500)
+            seconds = time.monotonic() - began
+            idle_after = rss().rss
+        finally:
+            sampling.set()
+            sampler.join()
+    # the server frees a call's arrays only at Python's next full collection (cycles): RSS saws up and down by
+    # ~15% under load, so the floor of each window (the memory kept) is what is compared
+    before = min([rss for done, rss in samples if 100 <= done < 200] + [idle_before])
+    after = min([rss for done, rss in samples if done >= 1700] + [idle_after])
     growth = after / before - 1
-    message = f"server RSS {before / 2**20:.1f} MiB after 200 calls, {after / 2**20:.1f} MiB after 2000 more " \
-              f"({growth:+.2%}; 2000 calls in {seconds:.1f} s)"
+    mib = 2 ** 20
+    message = f"server RSS floor {before / mib:.1f} MiB over warm-up calls 100-200, {after / mib:.1f} MiB over " \
+              f"the last 500 of 2000 more ({growth:+.2%}); at rest {idle_before / mib:.1f} -> {idle_after / mib:.1f} " \
+              f"MiB; peak {max(r for _, r in samples) / mib:.1f} MiB; 2000 calls in {seconds:.1f} s"
     print("\n" + message)
-    assert failures(warm + calls) == [] and len(calls) == 2000
+    assert len(calls) == 2200 and failures(calls) == []
     assert growth < 0.05, message

@@ -1,7 +1,6 @@
 """Times camserve on ONNX Runtime's CUDA provider against pytorch-grad-cam on torch CUDA, and checks CUDA-vs-CPU maps."""
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import re
@@ -12,19 +11,12 @@ import time
 import traceback
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's per-batch progress bars; read at tqdm's import
-# run as a script, this file's folder leads sys.path and its name would shadow the `cuda` package (cuda-python)
-# that torch.cuda imports (a namespace package, which any plain module of that name beats): the folder
-# leaves the path and common.py is loaded from its file
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402  -- first: its CUDA libraries (cuBLAS, cuDNN) are in the process when ORT's CUDA EP loads
 import onnxruntime as ort  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("common", os.path.join(HERE, "common.py"))
-common = sys.modules["common"] = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(common)   # also puts the repository and scripts/ on sys.path
+import common  # noqa: E402  -- also puts the repository and scripts/ on sys.path
 ROOT, SIZE, cpu_model = common.ROOT, common.SIZE, common.cpu_model
 
 from export_default_model import mobilenet_v2  # noqa: E402  -- torchvision's weights, as the bundled ONNX was made
