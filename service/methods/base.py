@@ -107,8 +107,7 @@ def _checked(method: str, key: str, default, value):
     if isinstance(default, bool):
         ok, kind = isinstance(value, (bool, np.bool_)), "a flag (true/false)"
     elif isinstance(default, int):
-        ok, kind = number and float(value).is_integer(), "an integer"
-        value = int(value) if ok else value
+        ok, kind = number and isinstance(value, (int, np.integer)), "an integer"
     elif isinstance(default, float):
         ok, kind = number and bool(np.isfinite(value)), "a finite number"
         value = float(value) if ok else value

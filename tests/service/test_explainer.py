@@ -75,7 +75,7 @@ def test_smooth_gradcam_noise_is_seeded_or_passed(get_explainer, get_inputs):
     np.testing.assert_allclose(explainer.explain(x, "smoothgradcam++", noise=noise), a, atol=1e-5)
     with pytest.raises(BadRequest, match="noise must be finite, with shape"):
         explainer.explain(x, "smoothgradcam++", noise=np.zeros((4, 1, 3, 2, 2)))
-    for bad, match in (({"samples": 0}, "samples must be"), ({"samples": 2.0}, "samples must be"),
+    for bad, match in (({"samples": 0}, "samples must be"), ({"samples": 2.0}, "takes an integer"),
                        ({"std": -1.0}, "std must be")):
         with pytest.raises(BadRequest, match=match) as error:
             explainer.explain(x, "smoothgradcam++", **bad)
