@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -79,6 +80,21 @@ def _record(servicer, rpc: str, outcome: _Outcome, context) -> None:
              request_id=outcome.request_id, images=outcome.images)
 
 
+@contextlib.asynccontextmanager
+async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
+    """The block's exception as the call's status (never UNKNOWN), then one metrics sample and log line."""
+    try:
+        yield outcome
+    except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
+        outcome.code = _gone(outcome)
+        raise
+    except Exception as error:  # noqa: BLE001 -- no exception may leave as UNKNOWN
+        status = _failed(error, outcome)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    finally:
+        _record(servicer, rpc, outcome, context)
+
+
 def observed(rpc: str):
     """A unary handler whose exceptions become statuses and whose every call is counted and logged."""
     def wrap(call):
@@ -86,16 +102,8 @@ def observed(rpc: str):
         async def wrapper(self, request, context):
             outcome = _Outcome(context, request)
             outcome.images = len(getattr(request, "images", ()))
-            try:
+            async with _accounted(self, rpc, context, outcome):
                 return await call(self, request, context)
-            except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
-                outcome.code = _gone(outcome)
-                raise
-            except Exception as error:  # noqa: BLE001 -- no exception may leave as UNKNOWN
-                status = _failed(error, outcome)
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            finally:
-                _record(self, rpc, outcome, context)
         return wrapper
     return wrap
 
@@ -106,18 +114,10 @@ def observed_stream(rpc: str):
         @functools.wraps(call)
         async def wrapper(self, requests, context):
             outcome = _Outcome(context)
-            try:
+            async with _accounted(self, rpc, context, outcome):
                 async for response in call(self, requests, context):
                     outcome.model, outcome.method = response.model, response.method
                     outcome.images += len(response.images)
                     yield response
-            except asyncio.CancelledError:
-                outcome.code = _gone(outcome)
-                raise
-            except Exception as error:  # noqa: BLE001
-                status = _failed(error, outcome)
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            finally:
-                _record(self, rpc, outcome, context)
         return wrapper
     return wrap
