@@ -359,9 +359,9 @@ def main() -> None:
     ratio = ms(off["grpc"], "total") / ms(off["local"], "total")
     print(f"\ntarget: gRPC Explain <= {TARGET}x the in-process path (median, --max-batch 1): {ratio:.2f}x "
           f"{verdict(ratio <= TARGET)}"
-          + (f" -- other processes took up to {shared:.0%} of the cores meanwhile: they slow the in-process path "
-             "as much as the server's, which shrinks the ratio; only a quiet machine's ratio counts" if shared > 0.1
-             else ""))
+          + (f" -- but other processes took up to {shared:.0%} of the cores meanwhile: they slow both paths, by "
+             "amounts that vary, and inflate the fixed part both share, which shrinks the ratio; only a quiet "
+             "machine's ratio counts" if shared > 0.1 else ""))
     print(f"\n## 2. Throughput: concurrent clients, {counts['throughput']} calls in all per row "
           f"({counts['client_warmup']} warm-up calls per client first)")
     throughput_table(rows)

@@ -95,7 +95,9 @@ def serving(models: str | Path = ROOT / "models", *args: str, env: dict | None =
         yield process, port
     finally:
         code = stop(process)
-    assert code == 0, log_of(process)
+    log = log_of(process)
+    Path(process.log_path).unlink()
+    assert code == 0, log
 
 
 def violation(error: grpc.RpcError) -> str:

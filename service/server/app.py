@@ -55,8 +55,8 @@ async def serve(config: ServerConfig, ready=None) -> None:
         interceptors=[BearerAuth(config.token)] if config.token else None,
         options=[("grpc.max_receive_message_length", config.max_request_bytes),
                  ("grpc.max_send_message_length", 1 << 30)])
-    explain_pb2_grpc.add_ExplainServiceServicer_to_server(
-        ExplainServicer(repository, batcher, config.limits, metrics), server)
+    servicer = ExplainServicer(repository, batcher, config.limits, metrics)
+    explain_pb2_grpc.add_ExplainServiceServicer_to_server(servicer, server)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
@@ -81,10 +81,16 @@ async def serve(config: ServerConfig, ready=None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: health NOT_SERVING, new calls refused, calls in flight finishing",
-             extra={"fields": {"in_flight": batcher.admitted, "grace": config.grace}})
+             extra={"fields": {"in_flight": servicer.active, "grace": config.grace}})
     for name in ("", SERVICE):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.stop(config.grace)
+    # refuse new calls ourselves (UNAVAILABLE, which clients retry elsewhere) while those in flight
+    # finish: grpc.aio's stop(grace) cancels calls that arrived but had not reached a handler yet
+    servicer.draining = True
+    deadline = loop.time() + config.grace
+    while servicer.active and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    await server.stop(max(deadline - loop.time(), 1.0))
     batcher.cancel_all()
     metrics.close()
     log.info("stopped")

@@ -166,6 +166,9 @@ class Batcher:
             finally:
                 self._running.discard(batch)
                 self._gauge("in_flight", -len(jobs))
+                for job in batch.jobs:   # job <-> batch is a cycle: without this, inputs wait for the GC
+                    job.batch = None
+                batch.jobs = []
 
     @staticmethod
     def _guarded(batch: _Batch, jobs: list[_Job]):

@@ -19,10 +19,14 @@ from .repository import ModelNotFound, ModelUnavailable
 
 log = logging.getLogger("camserve")
 
+
+class Draining(Exception):
+    """The server is shutting down: calls in flight finish, new ones go elsewhere (UNAVAILABLE, retryable)."""
+
 # the caller's mistakes and the server's states, each with the status a gRPC client retries or not on
 CODES = ((BadRequest, code_pb2.INVALID_ARGUMENT), (ModelNotFound, code_pb2.NOT_FOUND),
          (ModelUnavailable, code_pb2.FAILED_PRECONDITION), (Overloaded, code_pb2.RESOURCE_EXHAUSTED),
-         (Cancelled, code_pb2.CANCELLED))
+         (Cancelled, code_pb2.CANCELLED), (Draining, code_pb2.UNAVAILABLE))
 
 
 class _Outcome:
@@ -83,7 +87,10 @@ def _record(servicer, rpc: str, outcome: _Outcome, context) -> None:
 @contextlib.asynccontextmanager
 async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
     """The block's exception as the call's status (never UNKNOWN), then one metrics sample and log line."""
+    servicer.active += 1
     try:
+        if servicer.draining:
+            raise Draining("the server is shutting down; retry on another replica")
         yield outcome
     except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
         outcome.code = _gone(outcome)
@@ -92,6 +99,7 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
         status = _failed(error, outcome)
         await context.abort(status.code, status.details, status.trailing_metadata)
     finally:
+        servicer.active -= 1
         _record(servicer, rpc, outcome, context)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import BadRequest
 from ..explainer import Explainer
 from ..model_config import ModelConfig, load_config
-from .security import UnsafeModel, check_model_files
+from .security import check_model_files
 
 log = logging.getLogger("camserve")
 
@@ -104,7 +104,7 @@ class ModelRepository:
                 check_model_files(self.root, path)
                 config = load_config(path)
                 explainer = Explainer(config.path, self.providers, self.threads, self.max_batch)
-            except (UnsafeModel, BadRequest, OSError) as error:
+            except Exception as error:  # noqa: BLE001 -- a half-written or garbage file raises anything (DecodeError)
                 message = f"model {name!r} version {version} cannot be loaded: {error}"
                 self._failed[key] = signature, message
                 self._count(key, "failed")

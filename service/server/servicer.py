@@ -45,6 +45,8 @@ class _Inputs:
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     def __init__(self, repository: ModelRepository, batcher: Batcher, limits: Limits = Limits(), metrics=None):
         self.repository, self.batcher, self.limits, self.metrics = repository, batcher, limits, metrics
+        self.draining = False   # set on SIGTERM: new calls are refused, those in flight finish
+        self.active = 0         # calls inside a handler now
 
     # -- Explain --------------------------------------------------------------------------------
     @observed("Explain")
