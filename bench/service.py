@@ -13,8 +13,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-# not common.py, which imports torch: run as a script, this folder leads sys.path, where this file would shadow the
-# service package and cuda.py the `cuda` package torch imports; the folder leaves the path, the repository leads it
+# not common.py, which imports torch (needless here); run as a script, this folder leads sys.path, where this file
+# would shadow the service package: the folder leaves the path and the repository leads it
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
@@ -145,7 +145,7 @@ class Meter:
         end = self.read()
         wall, busy, steal, mine, server = (b - a for a, b in zip(self.start, end))
         self.start, cores = end, wall * os.cpu_count()
-        self.others = (busy - mine - server) / cores
+        self.others = max(0.0, busy - mine - server) / cores   # the counters tick apart: a hair below 0
         return (f"{wall:.0f} s: this process (clients, in-process path) {mine / cores:.0%}, the server "
                 f"{server / cores:.0%}, other processes {self.others:.0%} of the "
                 f"{os.cpu_count()} cores; hypervisor steal {steal / cores:.0%}; {load()}")
