@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond --workers; more are refused "
                    "with RESOURCE_EXHAUSTED")
     p.add_argument("--max-batch", type=int, default=8, help="images per micro-batch of like requests (1: off)")
-    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long a micro-batch waits for company")
+    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a micro-batch waits for company; "
+                   "with 0 it still gathers the requests that arrive while every run slot is busy")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1: none)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds calls in flight get after SIGTERM")
     p.add_argument("--token-env", default=None, metavar="VAR",

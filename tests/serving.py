@@ -95,9 +95,7 @@ def serving(models: str | Path = ROOT / "models", *args: str, env: dict | None =
         yield process, port
     finally:
         code = stop(process)
-    log = log_of(process)
-    Path(process.log_path).unlink()
-    assert code == 0, log
+    assert code == 0, log_of(process)
 
 
 def violation(error: grpc.RpcError) -> str:

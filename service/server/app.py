@@ -33,7 +33,8 @@ class ServerConfig:
     workers: int = 2                     # runs at once
     max_queue: int = 64                  # requests waiting beyond those: RESOURCE_EXHAUSTED
     max_batch: int = 8                   # images per micro-batch; 1 turns batching off
-    max_delay_ms: float = 5.0            # how long a micro-batch waits for company
+    max_delay_ms: float = 0.0            # how long a micro-batch waits for company (0: it still gathers while
+                                         # every run slot is busy)
     metrics_port: int | None = 9090      # None: no /metrics
     grace: float = 30.0                  # seconds calls in flight get after SIGTERM
     token: str | None = None             # bearer token every call but health must carry

@@ -43,6 +43,8 @@ class _Batch:
     jobs: list[_Job] = field(default_factory=list)
     images: int = 0
     stop: ort.RunOptions | None = None   # set while running: terminate stops the run mid-graph
+    key: tuple | None = None             # where it is open for company, if it is
+    waiting: bool = False                # asked for a run slot already
 
     def live(self) -> list[_Job]:
         return [job for job in self.jobs if not job.future.done()]
@@ -111,20 +113,29 @@ class Batcher:
             self._close(key, batch)
             batch = None
         if batch is None:
-            batch = self._open[key] = _Batch(work)
-            asyncio.get_running_loop().call_later(self.max_delay, self._close, key, batch)
+            batch = self._open[key] = _Batch(work, key=key)
+            asyncio.get_running_loop().call_later(self.max_delay, self._due, batch)
         batch.jobs.append(job)
         batch.images += len(job.x)
         job.batch = batch
         if batch.images >= self.max_batch:
             self._close(key, batch)
 
+    def _due(self, batch: _Batch) -> None:
+        # the delay is over: the batch asks for a run slot, and keeps taking company until it gets one
+        # (with every slot busy, requests pile up behind it, and the next run takes them all)
+        if not batch.waiting:
+            self._start(batch)
+
     def _close(self, key: tuple, batch: _Batch) -> None:
+        """Full: no one else joins; it runs as soon as a slot frees."""
         if self._open.get(key) is batch:
             del self._open[key]
+        if not batch.waiting:
             self._start(batch)
 
     def _start(self, batch: _Batch) -> None:
+        batch.waiting = True
         for job in batch.jobs:
             job.batch = batch
         task = asyncio.get_running_loop().create_task(self._run(batch))
@@ -139,6 +150,8 @@ class Batcher:
     # -- running --------------------------------------------------------------------------------
     async def _run(self, batch: _Batch) -> None:
         async with self._slots:
+            if batch.key is not None and self._open.get(batch.key) is batch:
+                del self._open[batch.key]
             jobs = batch.live()
             if not jobs:
                 return

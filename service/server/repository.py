@@ -75,13 +75,15 @@ class ModelRepository:
         for candidate in [version] if version else versions:
             try:
                 return (candidate, *self._current(name, candidate))
-            except ModelUnavailable as error:
+            except (ModelUnavailable, ModelNotFound) as error:
                 failure = failure or error
         raise failure
 
     def _current(self, name: str, version: str) -> tuple[ModelConfig, Explainer]:
         key, path = (name, version), self.root / name / version / "model.onnx"
         signature = _signature(path, self.root / name / "config.json")
+        if signature[0] is None:   # removed since the listing
+            raise ModelNotFound(f"model {name!r} version {version} was removed")
         loaded = self._loaded.get(key)
         if loaded is not None and loaded.signature == signature:
             return loaded.config, loaded.explainer

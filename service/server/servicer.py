@@ -70,32 +70,41 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def _explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
         began = time.perf_counter()
         _check_request(request, self.limits)
-        version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
+        # one hop to a worker thread for everything before the run: each hop costs 0.15-0.3 ms
+        version, config, explainer, inputs, rows, repeat = await asyncio.to_thread(self._prepare, request)
         method = request.method or "gradcam"
-        if method not in METHODS:
-            raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
-        inputs = await asyncio.to_thread(self._inputs, request.images, config, explainer, self.limits)
-        original = request.size == pb.OUTPUT_SIZE_ORIGINAL
-        if original and any(o is None for o in inputs.originals):
-            raise BadRequest("maps at the original size need encoded images; tensor inputs have no original",
-                             "size")
-        rows, repeat = await asyncio.to_thread(_target_rows, request.targets, explainer, inputs.x)
         options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
         x = np.repeat(inputs.x, repeat, axis=0) if repeat > 1 else inputs.x
         result = await self.batcher.explain(explainer, x, rows, method, layers, request.fusion or None, options)
         want_map = request.output in (pb.OUTPUT_KIND_UNSPECIFIED, pb.OUTPUT_KIND_MAP, pb.OUTPUT_KIND_BOTH)
         want_png = request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH)
-        if want_png and any(s is None for s in inputs.shown):
-            raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
         response = pb.ExplainResponse(model=request.model, version=version, method=method, layers=result.layers,
                                       options={k: option_value(v) for k, v in result.options.items()},
                                       provider=explainer.provider, request_id=request.request_id)
         probabilities = softmax(result.logits.astype(np.float64))
-        await asyncio.to_thread(_fill, response, result, probabilities, inputs, repeat, config, want_map, want_png,
-                                original)
+        original = request.size == pb.OUTPUT_SIZE_ORIGINAL
+        fill = (response, result, probabilities, inputs, repeat, config, want_map, want_png, original)
+        if want_png or original:   # PNG encoding and resizing are CPU work; copying raw maps is not
+            await asyncio.to_thread(_fill, *fill)
+        else:
+            _fill(*fill)
         response.seconds = time.perf_counter() - began
         return response
+
+    def _prepare(self, request: pb.ExplainRequest):
+        version, config, explainer = self.repository.get(request.model, request.version)
+        method = request.method or "gradcam"
+        if method not in METHODS:
+            raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
+        inputs = self._inputs(request.images, config, explainer, self.limits)
+        if request.size == pb.OUTPUT_SIZE_ORIGINAL and any(o is None for o in inputs.originals):
+            raise BadRequest("maps at the original size need encoded images; tensor inputs have no original",
+                             "size")
+        if request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH) and any(s is None for s in inputs.shown):
+            raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
+        rows, repeat = _target_rows(request.targets, explainer, inputs.x)
+        return version, config, explainer, inputs, rows, repeat
 
     @staticmethod
     def _inputs(messages, config, explainer, limits: Limits) -> _Inputs:
