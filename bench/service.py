@@ -40,8 +40,8 @@ BLOCK = 10                           # latency: gRPC and in-process calls altern
 CALLS = {False: dict(latency=150, warmup=10, throughput=384, client_warmup=2),
          True: dict(latency=10, warmup=3, throughput=48, client_warmup=1)}
 SERVERS = {"off": ("--max-batch", "1"),     # micro-batching off; the others: on
-           "batch 8": ("--max-batch", "8", "--max-delay-ms", "5"),
-           "batch 16": ("--max-batch", "16", "--max-delay-ms", "5")}
+           "batch 8": ("--max-batch", "8", "--max-delay-ms", "0"),      # the default: gathers while slots are busy
+           "batch 8, 5 ms": ("--max-batch", "8", "--max-delay-ms", "5")}
 LATENCY_SERVERS = ("off", "batch 8")
 
 
