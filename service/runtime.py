@@ -18,17 +18,23 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 
 
+def probe_model() -> onnx.ModelProto:
+    """An Identity graph at an IR version and opset every supported ONNX Runtime loads: onnx's own
+    defaults (IR 14 under onnx 1.23) are newer than ONNX Runtime 1.31 reads, which made every probe fail."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y])
+    return helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 13)])
+
+
 @functools.lru_cache(maxsize=1)
 def cuda_works() -> bool:
     """Whether a CUDA session really starts (the GPU wheel lists CUDA even without its libraries)."""
     if CUDA not in ort.get_available_providers():
         return False
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    probe = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe", [x], [y]))
     ort.set_default_logger_severity(4)  # the failed CUDA load would print an error line per session
     try:
-        session = ort.InferenceSession(probe.SerializeToString(), providers=[CUDA, CPU])
+        session = ort.InferenceSession(probe_model().SerializeToString(), providers=[CUDA, CPU])
         return CUDA in session.get_providers()
     except Exception:
         return False
