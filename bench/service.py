@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 from camserve.v1 import explain_pb2 as pb  # noqa: E402
 from camserve.v1 import explain_pb2_grpc  # noqa: E402
 from service import Explainer, images  # noqa: E402
+from service.client import Client  # noqa: E402
 from service.model_config import load_config  # noqa: E402
 
 THREADS = 2                          # as bench/common.py
@@ -68,18 +69,11 @@ class Server:
         return self
 
     def wait_serving(self, timeout: float = 90) -> None:
-        with grpc.insecure_channel(self.target) as ch:
-            health, deadline = health_pb2_grpc.HealthStub(ch), time.time() + timeout
-            while True:
-                try:
-                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                            health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                if time.time() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"the server {' '.join(self.flags)} did not start")
-                time.sleep(0.2)
+        try:
+            with Client(self.target) as client:
+                client.wait_ready(timeout, alive=lambda: self.process.poll() is None)
+        except TimeoutError:
+            raise RuntimeError(f"the server {' '.join(self.flags)} did not start") from None
 
     def __exit__(self, *exc) -> None:
         self.process.send_signal(signal.SIGTERM)

@@ -30,8 +30,9 @@ class Client:
         self.timeout = timeout
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until the server's health service says SERVING (raise TimeoutError after `timeout` s)."""
+    def wait_ready(self, timeout: float = 60.0, alive=lambda: True) -> None:
+        """Block until the server's health service says SERVING (raise TimeoutError after `timeout` s, or
+        at once when `alive()` turns false: a server process that died will never answer)."""
         health = health_pb2_grpc.HealthStub(self.channel)
         deadline = time.monotonic() + timeout
         while True:
@@ -41,7 +42,7 @@ class Client:
                     return
             except grpc.RpcError:
                 pass
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not alive():
                 raise TimeoutError(f"no healthy camserve server after {timeout:.0f} s")
             time.sleep(0.2)
 

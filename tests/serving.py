@@ -8,14 +8,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+
+from service.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,30 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_serving(process: subprocess.Popen, target: str, timeout: float = 90, credentials=None) -> None:
+def wait_serving(process: subprocess.Popen, target: str, timeout: float = 90, ca=None) -> None:
     """Until the health service says SERVING; fail at once if the process dies."""
-    channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
-    health = health_pb2_grpc.HealthStub(channel)
-    deadline = time.time() + timeout
-    try:
-        while True:
-            try:
-                if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.time() > deadline or process.poll() is not None:
-                process.kill()
-                process.wait()
-                raise RuntimeError(f"the server did not start: {log_of(process)}")
-            time.sleep(0.2)
-    finally:
-        channel.close()
+    with Client(target, ca=ca) as client:
+        try:
+            client.wait_ready(timeout, alive=lambda: process.poll() is None)
+        except TimeoutError:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"the server did not start: {log_of(process)}") from None
 
 
 def launch(models: str | Path, *args: str, port: int | None = None, env: dict | None = None,
-           credentials=None) -> tuple[subprocess.Popen, int]:
+           ca=None) -> tuple[subprocess.Popen, int]:
     """`camserve serve` in a child process; returns it and its port once it serves. Its output (JSON log
     lines) goes to a file, `log_of(process)`: a pipe nobody reads would fill and stall the server. Unless
     args name one, /metrics gets a free port, `process.metrics_port`."""
@@ -64,7 +53,7 @@ def launch(models: str | Path, *args: str, port: int | None = None, env: dict | 
     process.log_path = log.name
     process.metrics_port = int(args[args.index("--metrics-port") + 1])
     log.close()
-    wait_serving(process, f"127.0.0.1:{port}", credentials=credentials)
+    wait_serving(process, f"127.0.0.1:{port}", ca=ca)
     return process, port
 
 
@@ -88,9 +77,9 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> int:
 
 
 @contextlib.contextmanager
-def serving(models: str | Path = ROOT / "models", *args: str, env: dict | None = None, credentials=None):
+def serving(models: str | Path = ROOT / "models", *args: str, env: dict | None = None, ca=None):
     """A server for the block; it must exit 0 on SIGTERM at the end."""
-    process, port = launch(models, *args, env=env, credentials=credentials)
+    process, port = launch(models, *args, env=env, ca=ca)
     try:
         yield process, port
     finally:

@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from skimage import data
 
 from camserve.v1 import explain_pb2 as pb
-from camserve.v1 import explain_pb2_grpc
 from service import images
 from service.client import Client
 from service.evaluation import Settings, evaluate
@@ -214,9 +213,8 @@ def test_overload_is_resource_exhausted_with_a_retry_hint():
 
 def test_tls_and_a_bearer_token_guard_every_call_but_health(pki):
     env = {"CAMSERVE_TEST_TOKEN": "t0ken"}
-    credentials = grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
     with serving(ROOT / "models", "--token-env", "CAMSERVE_TEST_TOKEN", "--tls-cert", str(pki / "server.pem"),
-                 "--tls-key", str(pki / "server.key"), env=env, credentials=credentials) as (process, port):
+                 "--tls-key", str(pki / "server.key"), env=env, ca=pki / "ca.pem") as (process, port):
         target = f"127.0.0.1:{port}"
         with Client(target, token="t0ken", ca=pki / "ca.pem") as client:
             client.wait_ready(10)   # health needs no token
