@@ -162,7 +162,9 @@ def test_sigterm_under_load_finishes_the_calls_in_flight():
           f"{sorted({c.code.name for c in after})}; exit {code} {exited:.2f} s after SIGTERM (t0 + 50 ms)")
     assert failures(before) == [], f"calls sent before t0 failed: {failures(before)}"
     assert late, "no call was in flight at t0"
-    assert {c.code for c in after} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, [
+    # calls sent after SIGTERM are refused (UNAVAILABLE) while the server drains; one that reaches it in
+    # the instant grpc.aio's stop() begins is CANCELLED by gRPC itself (grpc/grpc#41785), never another code
+    assert {c.code for c in after} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}, [
         f"{c.code.name} ({c.details}) sent {c.started - signalled:+.3f} s after SIGTERM, ended "
         f"{c.ended - signalled:+.3f} s" for c in after if c.code != grpc.StatusCode.OK] + [f"exit {exited:.3f} s after"]
     assert code == 0 and exited < 30
