@@ -1,4 +1,4 @@
-"""deploy/: the Kubernetes manifests validate against Kubernetes 1.37 (base and overlays), the images run what exists."""
+"""deploy/: the manifests validate against Kubernetes 1.37 (base and overlays); the images run what exists."""
 from __future__ import annotations
 
 import shlex
