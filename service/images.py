@@ -67,39 +67,41 @@ def read(path: str | Path) -> np.ndarray:
     return decode(data)
 
 
+def geometry(shape: tuple[int, int], spec: Preprocessing) -> tuple[int, int, int, int, int, int]:
+    """What `fit` does to an (H, W) image: the resized (h, w), then the crop's top, left, height, width
+    (torchvision's rounding: int() on the long side, round() on the crop offsets)."""
+    h, w = shape
+    nh, nw = h, w
+    if spec.resize:
+        nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
+    if not spec.crop:
+        return nh, nw, 0, 0, nh, nw
+    top, left = max(int(round((nh - spec.crop) / 2)), 0), max(int(round((nw - spec.crop) / 2)), 0)
+    return nh, nw, top, left, min(spec.crop, nh), min(spec.crop, nw)
+
+
 def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """Resize the short side and centre-crop with torchvision's rounding (uint8 RGB).
 
     Shrinking uses area averaging, the closest OpenCV match to the antialiased resize that
     torchvision's PIL path applies; enlarging is bilinear.
     """
+    h, w = rgb.shape[:2]
+    nh, nw, top, left, ch, cw = geometry((h, w), spec)
     image = rgb
-    if spec.resize:
-        h, w = image.shape[:2]
-        if h <= w:
-            nh, nw = spec.resize, int(spec.resize * w / h)
-        else:
-            nh, nw = int(spec.resize * h / w), spec.resize
+    if (nh, nw) != (h, w):
         shrink = nh * nw < h * w
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if spec.crop:
-        h, w = image.shape[:2]
-        top, left = max(int(round((h - spec.crop) / 2)), 0), max(int(round((w - spec.crop) / 2)), 0)
-        image = image[top:top + spec.crop, left:left + spec.crop]
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image[top:top + ch, left:left + cw])
 
 
 def unfit(cam: np.ndarray, shape: tuple[int, int], spec: Preprocessing) -> np.ndarray:
     """A map of the fitted image back on the original (H, W) image: `fit`'s crop undone (zeros where the
     crop cut the image away), then its resize."""
     h, w = shape
-    nh, nw = h, w
-    if spec.resize:
-        nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
+    nh, nw, top, left, ch, cw = geometry(shape, spec)
     canvas = np.zeros((nh, nw), np.float32)
-    top = max(int(round((nh - spec.crop) / 2)), 0) if spec.crop else 0
-    left = max(int(round((nw - spec.crop) / 2)), 0) if spec.crop else 0
-    canvas[top:top + cam.shape[0], left:left + cam.shape[1]] = cam[:nh - top, :nw - left]
+    canvas[top:top + ch, left:left + cw] = cam[:ch, :cw]
     if (nh, nw) == (h, w):
         return canvas
     return np.clip(cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)

@@ -86,14 +86,7 @@ def _entry(entry, where: str) -> tuple[list[tuple[float, ...]], int | None]:
 def map_box(box, shape: tuple[int, int], spec: images.Preprocessing) -> tuple[int, int, int, int] | None:
     """An original-pixel box -> the fitted image's pixels (the geometry of `images.fit`), clipped; None if outside."""
     h, w = shape
-    nh, nw = h, w
-    if spec.resize:
-        nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
-    top = left = 0
-    ch, cw = nh, nw
-    if spec.crop:
-        top, left = max(int(round((nh - spec.crop) / 2)), 0), max(int(round((nw - spec.crop) / 2)), 0)
-        ch, cw = min(spec.crop, nh), min(spec.crop, nw)
+    nh, nw, top, left, ch, cw = images.geometry(shape, spec)
     x0, y0, x1, y1 = box
     # edges scale by the actual resize ratio (nw / w, not resize / h: int() truncated the long side)
     x0, x1 = (min(max(round(x * nw / w) - left, 0), cw) for x in (x0, x1))
