@@ -156,9 +156,13 @@ def cmd_serve(args) -> None:
                           args.max_batch, args.max_delay_ms, None if args.metrics_port < 0 else args.metrics_port,
                           args.grace, os.environ.get(args.token_env) if args.token_env else None,
                           args.tls_cert, args.tls_key, args.tls_client_ca, args.max_request_bytes,
-                          limits(args.max_image_bytes, args.max_image_pixels, args.max_images), args.log_level)
+                          limits(args.max_image_bytes, args.max_image_pixels, args.max_images), args.log_level,
+                          args.max_connection_age, args.drain_delay)
     if args.token_env and not config.token:
         raise BadRequest(f"--token-env {args.token_env}: that environment variable is empty or unset", "token")
+    for flag in ("grace", "drain_delay", "max_connection_age"):
+        if (getattr(args, flag) or 0) < 0:
+            raise BadRequest(f"--{flag.replace('_', '-')} must not be negative", flag)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise BadRequest("TLS needs both --tls-cert and --tls-key", "tls")
     asyncio.run(serve(config))
@@ -272,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "with 0 it still gathers the requests that arrive while every run slot is busy")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1: none)")
     p.add_argument("--grace", type=float, default=30.0, help="seconds calls in flight get after SIGTERM")
+    p.add_argument("--drain-delay", type=float, default=0.0, help="seconds after SIGTERM during which the "
+                   "server, NOT_SERVING, still refuses new calls with UNAVAILABLE (clients retry them elsewhere) "
+                   "before it stops listening; within --grace. Set it to how long your balancer takes to notice")
+    p.add_argument("--max-connection-age", type=float, default=None, help="seconds before each client connection "
+                   "is closed and reopened, so that clients balancing over DNS find replicas added since (off)")
     p.add_argument("--token-env", default=None, metavar="VAR",
                    help="require `authorization: Bearer <token>` on every call but health; the token is read "
                    "from this environment variable (never from the command line, which `ps` shows)")

@@ -1,6 +1,7 @@
 """A Python client of camserve.v1: explain images on a camserve server and get numpy maps and PNG overlays back."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -13,14 +14,51 @@ from camserve.v1 import explain_pb2_grpc
 
 from .wire import option_value
 
+SERVICE = "camserve.v1.ExplainService"
+
+
+def service_config(attempts: int = 5) -> dict:
+    """The gRPC service config for camserve replicas: round_robin over every address the target resolves to,
+    skipping a replica whose health says NOT_SERVING (it is draining), and sending again a call that a replica
+    refused, dropped by dying, or could not queue. camserve calls have no side effects, so a retry is safe."""
+    return {"loadBalancingConfig": [{"round_robin": {}}],
+            "healthCheckConfig": {"serviceName": SERVICE},
+            # a failure costs a token, a success gives back a tenth of one; below 50 tokens retries stop, so
+            # that they cannot swamp a service that is overloaded as a whole
+            "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
+            "methodConfig": [{"name": [{"service": SERVICE}],
+                              "retryPolicy": {"maxAttempts": attempts, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                                              "backoffMultiplier": 2,
+                                              "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]}
+
+
+def channel_options(max_request_bytes: int = 64 << 20) -> dict:
+    """Channel arguments that go with `service_config`."""
+    return {"grpc.service_config": json.dumps(service_config()),
+            # gRPC retries a call only while its whole request is still buffered, 256 KiB by default: less
+            # than one photo. Above it, a call in flight on a replica that dies fails instead.
+            "grpc.per_rpc_retry_buffer_size": max_request_bytes,
+            "grpc.max_receive_message_length": 1 << 30,
+            # a replica that stops answering (hung, or its node cut off) holds its calls until a keepalive ping
+            # goes unanswered for 5 s; the connection is then closed and the calls retried on another replica.
+            # gRPC 1.85 times a ping out after grpc.http2.ping_timeout_ms (60 s by default), not after
+            # grpc.keepalive_timeout_ms: both are set.
+            "grpc.keepalive_time_ms": 10_000, "grpc.keepalive_timeout_ms": 5_000, "grpc.http2.ping_timeout_ms": 5_000,
+            "grpc.keepalive_permit_without_calls": 1,
+            # a replica back on the same address is found within seconds, not gRPC's default two minutes
+            "grpc.max_reconnect_backoff_ms": 5_000}
+
 
 class Client:
     """`Client("host:50051").explain(["cat.png"], "gradcam")` -> the ExplainResponse; `maps(response)`
     turns its raw maps into (H, W) float32 arrays. With `ca`, the channel is TLS (with `cert` and `key`,
-    mutual TLS); with `token`, every call carries `authorization: Bearer <token>`."""
+    mutual TLS); with `token`, every call carries `authorization: Bearer <token>`. The target may name many
+    replicas (`dns:///camserve-headless:50051`, `ipv4:10.0.0.1:50051,10.0.0.2:50051`): calls are balanced
+    over them and retried on another when one fails (`channel_options`; `options` add to or override it)."""
 
     def __init__(self, target: str, timeout: float = 60.0, token: str | None = None, ca: str | Path | None = None,
                  cert: str | Path | None = None, key: str | Path | None = None, options: list | None = None):
+        options = list({**channel_options(), **dict(options or ())}.items())
         if ca or cert or key:
             from .server.security import channel_credentials
             self.channel = grpc.secure_channel(target, channel_credentials(ca, cert, key), options)

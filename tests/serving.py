@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import Client
 
@@ -93,3 +97,46 @@ def violation(error: grpc.RpcError) -> str:
     detail = error_details_pb2.BadRequest()
     assert status is not None and status.details[0].Unpack(detail)
     return detail.field_violations[0].field
+
+
+@dataclass
+class Server:
+    """A launched server with its metrics and log at hand."""
+    process: subprocess.Popen
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def samples(self) -> list:
+        return [s for family in text_string_to_metric_families(metrics_of(self.process)) for s in family.samples]
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of the samples `name` whose labels include `labels`."""
+        return sum(s.value for s in self.samples()
+                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    def lines(self) -> list[dict]:
+        """The server's JSON log lines so far."""
+        found = []
+        for line in log_of(self.process).splitlines():
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+        return [line for line in found if isinstance(line, dict)]
+
+
+@contextlib.contextmanager
+def server(models: str | Path = ROOT / "models", *args: str):
+    """`serving` (its /metrics on a free port, its log in a file; exit 0 on SIGTERM at the end) as a Server."""
+    with serving(models, *args) as (process, port):
+        yield Server(process, port)
+
+
+def wait_for(what: str, check, timeout: float = 60) -> float:
+    """Poll `check` until it is true; the seconds it took."""
+    began = time.monotonic()
+    while not check():
+        assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what}"
+        time.sleep(0.1)
+    return time.monotonic() - began

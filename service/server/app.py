@@ -44,6 +44,10 @@ class ServerConfig:
     max_request_bytes: int = 64 << 20
     limits: Limits = field(default_factory=Limits)
     log_level: str = "INFO"
+    max_connection_age: float | None = None   # seconds before a client connection is closed (GOAWAY) and
+                                              # reopened: clients then resolve the replicas again and find new ones
+    drain_delay: float = 0.0             # seconds a draining server keeps refusing before it stops, so that
+                                         # balancers and clients see NOT_SERVING and move away first
 
 
 async def serve(config: ServerConfig, ready=None) -> None:
@@ -55,7 +59,11 @@ async def serve(config: ServerConfig, ready=None) -> None:
     server = grpc.aio.server(
         interceptors=[BearerAuth(config.token)] if config.token else None,
         options=[("grpc.max_receive_message_length", config.max_request_bytes),
-                 ("grpc.max_send_message_length", 1 << 30)])
+                 ("grpc.max_send_message_length", 1 << 30),
+                 # clients' keepalive pings (service.client pings every 10 s) find replicas that stopped answering
+                 ("grpc.keepalive_permit_without_calls", 1),
+                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+                 *connection_age(config.max_connection_age)])
     servicer = ExplainServicer(repository, batcher, config.limits, metrics)
     explain_pb2_grpc.add_ExplainServiceServicer_to_server(servicer, server)
     checker = health.aio.HealthServicer()
@@ -82,19 +90,29 @@ async def serve(config: ServerConfig, ready=None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: health NOT_SERVING, new calls refused, calls in flight finishing",
-             extra={"fields": {"in_flight": servicer.active, "grace": config.grace}})
+             extra={"fields": {"in_flight": servicer.active, "grace": config.grace,
+                                       "drain_delay": config.drain_delay}})
     for name in ("", SERVICE):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     # refuse new calls ourselves (UNAVAILABLE, which clients retry elsewhere) while those in flight
     # finish: grpc.aio's stop(grace) cancels calls that arrived but had not reached a handler yet
     servicer.draining = True
     deadline = loop.time() + config.grace
-    while servicer.active and loop.time() < deadline:
+    refusing = loop.time() + min(config.drain_delay, config.grace)
+    while (servicer.active or loop.time() < refusing) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     await server.stop(max(deadline - loop.time(), 1.0))
     batcher.cancel_all()
     metrics.close()
     log.info("stopped")
+
+
+def connection_age(seconds: float | None) -> list[tuple[str, int]]:
+    """Channel arguments closing each connection after `seconds`; its calls in flight get as long again."""
+    if not seconds:
+        return []
+    return [("grpc.max_connection_age_ms", int(seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(seconds * 1000))]
 
 
 def limits(max_image_bytes: int, max_image_pixels: int | None, max_images: int) -> Limits:

@@ -37,6 +37,9 @@ class _Outcome:
         self.model = getattr(request, "model", "")
         self.method = getattr(request, "method", "") or ("gradcam" if hasattr(request, "method") else "")
         self.request_id = getattr(request, "request_id", "")
+        # a client's retry of a call that failed elsewhere (a replica died or drained) says so
+        previous = dict(context.invocation_metadata() or ()).get("grpc-previous-rpc-attempts", "0")
+        self.attempt = 1 + int(previous) if previous.isdigit() else 1
 
 
 def status_of(error: Exception) -> grpc.Status:
@@ -81,7 +84,7 @@ def _record(servicer, rpc: str, outcome: _Outcome, context) -> None:
         servicer.metrics.observe(rpc, outcome.model, outcome.method, outcome.code, seconds,
                                  outcome.images if outcome.code == "OK" else 0)
     log_call(log, rpc, outcome.model, outcome.method, outcome.code, seconds, peer=context.peer(),
-             request_id=outcome.request_id, images=outcome.images)
+             request_id=outcome.request_id, images=outcome.images, attempt=outcome.attempt)
 
 
 @contextlib.asynccontextmanager

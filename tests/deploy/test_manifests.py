@@ -83,9 +83,9 @@ def test_the_deployment_is_probed_over_grpc_locked_down_and_sized(folder, tag, g
     assert pod["securityContext"]["runAsNonRoot"] and container["securityContext"]["readOnlyRootFilesystem"]
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["resources"]["limits"].get("nvidia.com/gpu") == gpus
-    grace = float(container["args"][container["args"].index("--grace") + 1])
-    assert pod["terminationGracePeriodSeconds"] > grace   # the kubelet waits for the server's own drain
-    build_parser().parse_args(["serve", *container["args"]])   # every flag exists
+    args = build_parser().parse_args(["serve", *container["args"]])   # every flag exists
+    assert pod["terminationGracePeriodSeconds"] > args.grace >= args.drain_delay > 0   # the kubelet waits the drain
+    assert args.max_connection_age   # DNS-balancing clients find new replicas
     services = {r["metadata"]["name"]: r["spec"] for r in resources if r["kind"] == "Service"}
     assert services["camserve-headless"]["clusterIP"] == "None"
 
@@ -104,3 +104,14 @@ def test_the_images_run_the_packaged_server_as_a_user(name):
         if line.startswith("COPY"):
             source = shlex.split(line)[1]
             assert (ROOT / source).exists(), f"{name} copies {source}, which the repository lacks"
+
+
+def test_the_service_monitor_scrapes_the_metrics_port_of_the_service():
+    """A ServiceMonitor is the Prometheus Operator's, outside the Kubernetes schemas: checked by hand."""
+    (monitor,) = _build(K8S / "monitoring")
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    services = [r for r in _build(K8S / "base") if r["kind"] == "Service"
+                and monitor["spec"]["selector"]["matchLabels"].items() <= r["metadata"]["labels"].items()]
+    scraped = [s for s in services if any(p["name"] == "metrics" for p in s["spec"]["ports"])]
+    assert [s["metadata"]["name"] for s in scraped] == ["camserve"]
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]

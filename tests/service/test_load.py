@@ -1,12 +1,9 @@
 """Real camserve servers under load: 16 clients, SIGTERM mid-load, hot reloads mid-load, and flat memory."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,11 +12,10 @@ from pathlib import Path
 
 import grpc
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
-from serving import log_of, metrics_of, serving
+from serving import log_of, server, serving, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenet_v2"
@@ -27,48 +23,6 @@ REQUEST = pb.ExplainRequest(model=MODEL, method="gradcam",
                             images=[pb.Image(encoded=(ROOT / "examples" / "chelsea.png").read_bytes())])
 CAT = 285          # "Egyptian cat"
 TIMEOUT = 60       # seconds, every call
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def samples(self) -> list:
-        return [s for family in text_string_to_metric_families(metrics_of(self.process)) for s in family.samples]
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The sum of the samples `name` whose labels include `labels`."""
-        return sum(s.value for s in self.samples()
-                   if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-    def lines(self) -> list[dict]:
-        """The server's JSON log lines so far."""
-        found = []
-        for line in log_of(self.process).splitlines():
-            with contextlib.suppress(ValueError):
-                found.append(json.loads(line))
-        return [line for line in found if isinstance(line, dict)]
-
-
-@contextlib.contextmanager
-def server(models: str | Path = ROOT / "models", *args: str):
-    """`serving` (its /metrics on a free port, its log in a file; exit 0 on SIGTERM at the end) as a Server."""
-    with serving(models, *args) as (process, port):
-        yield Server(process, port)
-
-
-def wait_for(what: str, check, timeout: float = 60) -> float:
-    """Poll `check` until it is true; the seconds it took."""
-    began = time.monotonic()
-    while not check():
-        assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what}"
-        time.sleep(0.1)
-    return time.monotonic() - began
 
 
 @dataclass

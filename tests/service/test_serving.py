@@ -194,8 +194,8 @@ def test_overload_is_resource_exhausted_with_a_retry_hint():
     with serving(ROOT / "models", "--workers", "1", "--max-queue", "1") as (process, port):
         target = f"127.0.0.1:{port}"
 
-        def call(_):
-            with Client(target, timeout=120) as client:
+        def call(_):   # without the Client's retries, which would send the refused calls again
+            with Client(target, timeout=120, options=[("grpc.enable_retries", 0)]) as client:
                 try:
                     client.explain([PHOTO], "ablationcam", MODEL)
                     return None
