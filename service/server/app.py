@@ -90,8 +90,7 @@ async def serve(config: ServerConfig, ready=None) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining: health NOT_SERVING, new calls refused, calls in flight finishing",
-             extra={"fields": {"in_flight": servicer.active, "grace": config.grace,
-                                       "drain_delay": config.drain_delay}})
+             extra={"fields": {"in_flight": servicer.active, "grace": config.grace, "drain_delay": config.drain_delay}})
     for name in ("", SERVICE):
         await checker.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     # refuse new calls ourselves (UNAVAILABLE, which clients retry elsewhere) while those in flight

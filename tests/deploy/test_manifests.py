@@ -104,6 +104,8 @@ def test_the_images_run_the_packaged_server_as_a_user(name):
         if line.startswith("COPY"):
             source = shlex.split(line)[1]
             assert (ROOT / source).exists(), f"{name} copies {source}, which the repository lacks"
+    # a build context holding the virtualenv and the model zoo's cache would be gigabytes
+    assert {".git", ".venv", ".cache"} <= set((ROOT / ".dockerignore").read_text().split())
 
 
 def test_the_service_monitor_scrapes_the_metrics_port_of_the_service():
