@@ -1,6 +1,7 @@
 """deploy/: the manifests validate against Kubernetes 1.37 (base and overlays); the images run what exists."""
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -117,3 +118,10 @@ def test_the_service_monitor_scrapes_the_metrics_port_of_the_service():
     scraped = [s for s in services if any(p["name"] == "metrics" for p in s["spec"]["ports"])]
     assert [s["metadata"]["name"] for s in scraped] == ["camserve"]
     assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+
+
+def test_the_manifests_in_docs_deploy_validate_strictly():
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs" / "deploy.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        kubernetes_validate.validate(yaml.safe_load(block), VERSION, strict=True)
