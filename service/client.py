@@ -17,7 +17,7 @@ from .wire import option_value
 SERVICE = "camserve.v1.ExplainService"
 
 
-def service_config(attempts: int = 5) -> dict:
+def service_config() -> dict:
     """The gRPC service config for camserve replicas: round_robin over every address the target resolves to,
     skipping a replica whose health says NOT_SERVING (it is draining), and sending again a call that a replica
     refused, dropped by dying, or could not queue. camserve calls have no side effects, so a retry is safe."""
@@ -27,7 +27,8 @@ def service_config(attempts: int = 5) -> dict:
             # that they cannot swamp a service that is overloaded as a whole
             "retryThrottling": {"maxTokens": 100, "tokenRatio": 0.1},
             "methodConfig": [{"name": [{"service": SERVICE}],
-                              "retryPolicy": {"maxAttempts": attempts, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                              # 5 attempts: gRPC allows no more
+                              "retryPolicy": {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s",
                                               "backoffMultiplier": 2,
                                               "retryableStatusCodes": ["UNAVAILABLE", "RESOURCE_EXHAUSTED"]}}]}
 

@@ -1,15 +1,23 @@
-"""deploy/: the manifests validate against Kubernetes 1.37 (base and overlays); the images run what exists."""
+"""deploy/: manifests valid for Kubernetes 1.37, images that run what exists, the CPU image's payload serving a call."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 
+from serving import free_port, metrics_of, stop, wait_serving
 from service.cli import build_parser
+from service.client import Client, channel_options, service_config
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -91,22 +99,94 @@ def test_the_deployment_is_probed_over_grpc_locked_down_and_sized(folder, tag, g
     assert services["camserve-headless"]["clusterIP"] == "None"
 
 
+def _instructions(name: str) -> list[tuple[str, str]]:
+    """A Dockerfile's instructions as (keyword, the rest), continuation lines joined, comments dropped."""
+    text = (ROOT / "deploy" / "docker" / name).read_text().replace("\\\n", " ")
+    return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
 def test_the_images_run_the_packaged_server_as_a_user(name):
-    lines = [line for line in (ROOT / "deploy" / "docker" / name).read_text().splitlines()
-             if line and not line.startswith("#")]
-    instructions = {line.split()[0]: line.split(None, 1)[1] for line in lines if line.split()[0].isupper()}
-    assert instructions["USER"] == "10001" and set(instructions["EXPOSE"].split()) == {"50051", "9090"}
-    entry, cmd = yaml.safe_load(instructions["ENTRYPOINT"]), yaml.safe_load(instructions["CMD"])
+    steps = _instructions(name)
+    last = dict(steps)   # of each keyword, the last is the one in force
+    assert last["USER"] == "10001" and set(last["EXPOSE"].split()) == {"50051", "9090"}
+    entry, cmd = yaml.safe_load(last["ENTRYPOINT"]), yaml.safe_load(last["CMD"])
     assert entry == ["camserve", "serve"]
     assert 'camserve = "service.cli:main"' in (ROOT / "pyproject.toml").read_text()
     build_parser().parse_args(["serve", *cmd])
-    for line in lines:
-        if line.startswith("COPY"):
-            source = shlex.split(line)[1]
+    for keyword, rest in steps:
+        for source in shlex.split(rest)[:-1] if keyword == "COPY" else ():
             assert (ROOT / source).exists(), f"{name} copies {source}, which the repository lacks"
     # a build context holding the virtualenv and the model zoo's cache would be gigabytes
     assert {".git", ".venv", ".cache"} <= set((ROOT / ".dockerignore").read_text().split())
+
+
+@pytest.fixture(scope="module")
+def image():
+    """A folder laid out as the CPU image's filesystem: /app (WORKDIR, the COPYs into it) and /models."""
+    root = Path(tempfile.mkdtemp(prefix="camserve-image-"))
+    try:
+        workdir = None
+        for keyword, rest in _instructions("Dockerfile.cpu"):
+            if keyword == "WORKDIR":
+                workdir = root / rest.strip().lstrip("/")
+                workdir.mkdir(parents=True)
+            elif keyword == "COPY":
+                *sources, destination = shlex.split(rest)
+                target = (workdir / destination) if not destination.startswith("/") else root / destination[1:]
+                for source in sources:
+                    path = ROOT / source
+                    into = target / path.name if destination.endswith("/") else target
+                    if path.is_dir():
+                        shutil.copytree(path, into, ignore=shutil.ignore_patterns("__pycache__"))
+                    else:
+                        into.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(path, into)
+        os.chmod(root, 0o755)
+        subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
+        yield root, workdir
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_cpu_image_payload_installs_and_serves_as_its_user(image):
+    """Without Docker: only the files the image COPYs, installed by its pip line into a fresh venv, run by its
+    ENTRYPOINT, CMD and ENV as its user from outside the repository, serve a real call."""
+    root, workdir = image
+    instructions = _instructions("Dockerfile.cpu")
+    (run,) = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
+    assert run.startswith("pip install --no-cache-dir . ")   # what follows only cleans up
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "."], cwd=workdir, check=True)
+
+    env = dict(kv.split("=", 1) for keyword, rest in instructions if keyword == "ENV" for kv in rest.split())
+    user = next(rest.strip() for keyword, rest in instructions if keyword == "USER")
+    entry = json.loads(next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT"))
+    cmd = json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
+    port, metrics_port = free_port(), free_port()
+    cmd = [*cmd, "--host", "127.0.0.1"]
+    cmd[cmd.index("--port") + 1], cmd[cmd.index("--metrics-port") + 1] = str(port), str(metrics_port)
+    cmd[cmd.index("--models") + 1] = str(root / "models")
+    # as the image's user where this test may switch to it (as root); never with the repository importable
+    drop = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups"] if os.geteuid() == 0 else []
+    log = root / "server.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([*drop, str(venv / "bin" / entry[0]), *entry[1:], *cmd], cwd=root, stdout=out,
+                                   stderr=subprocess.STDOUT,
+                                   env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root), **env})
+    process.log_path, process.metrics_port = str(log), metrics_port
+    wait_serving(process, f"127.0.0.1:{port}")
+    try:
+        with Client(f"127.0.0.1:{port}") as client:
+            reply = client.explain([ROOT / "examples" / "chelsea.png"], "gradcam", "mobilenet_v2")
+        assert reply.images[0].explanations[0].class_id == 285   # Egyptian cat
+        assert 'camserve_requests_total{code="OK"' in metrics_of(process)
+        if drop:
+            owner = subprocess.run(["ps", "-o", "uid=", "-p", str(process.pid)], capture_output=True, text=True)
+            assert owner.stdout.strip() == user
+    finally:
+        assert stop(process) == 0, log.read_text()
 
 
 def test_the_service_monitor_scrapes_the_metrics_port_of_the_service():
@@ -125,3 +205,12 @@ def test_the_manifests_in_docs_deploy_validate_strictly():
     assert blocks
     for block in blocks:
         kubernetes_validate.validate(yaml.safe_load(block), VERSION, strict=True)
+
+
+def test_docs_deploy_gives_other_languages_the_client_settings_of_service_client():
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (config,) = re.findall(r"```json\n(.*?)```", text, re.S)
+    assert json.loads(config) == service_config()
+    for name, value in channel_options().items():
+        if name != "grpc.service_config":
+            assert re.search(rf"`{re.escape(name)}`[^\n]*\| {value} \|", text), name
