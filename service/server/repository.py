@@ -32,9 +32,10 @@ class _Loaded:
 class ModelRepository:
     """Explainers built on first use, one per (model, version), rebuilt when the files change on disk.
 
-    Every call stats the model's files: a replaced model.onnx or config.json is loaded afresh while
-    calls keep getting the previous Explainer until the new one is ready (calls in flight hold theirs),
-    a new version folder is served from the next call, a removed model is NOT_FOUND. A model that
+    Every call stats the model's files: a replaced model.onnx, config.json or external data file (any
+    other file of the version folder) is loaded afresh while calls keep getting the previous Explainer
+    until the new one is ready (calls in flight hold theirs), a new version folder is served from the
+    next call, a removed model is NOT_FOUND. A model that
     fails to load is logged and not retried until its files change; a replaced model that fails
     leaves the last good one serving.
     """
@@ -81,7 +82,7 @@ class ModelRepository:
 
     def _current(self, name: str, version: str) -> tuple[ModelConfig, Explainer]:
         key, path = (name, version), self.root / name / version / "model.onnx"
-        signature = _signature(path, self.root / name / "config.json")
+        signature = _signature(path, self.root / name / "config.json", *_data_files(path.parent))
         if signature[0] is None:   # removed since the listing
             raise ModelNotFound(f"model {name!r} version {version} was removed")
         loaded = self._loaded.get(key)
@@ -126,6 +127,14 @@ class ModelRepository:
     def _count(self, key: tuple[str, str], outcome: str) -> None:
         if self.metrics is not None:
             self.metrics.model_load(key[0], key[1], outcome)
+
+
+def _data_files(folder: Path) -> list[Path]:
+    """The version folder's other files: external data, which a model may keep beside model.onnx."""
+    try:
+        return sorted(p for p in folder.rglob("*") if p.name != "model.onnx" and p.is_file())
+    except OSError:   # the folder went away meanwhile: model.onnx's stat says so
+        return []
 
 
 def _signature(*paths: Path) -> tuple:
