@@ -40,7 +40,7 @@ def channel_options(max_request_bytes: int = 64 << 20) -> dict:
     """Channel arguments that go with `service_config`."""
     return {"grpc.service_config": json.dumps(service_config()),
             # gRPC retries a call only while its whole request is still buffered, 256 KiB by default: less
-            # than one photo. Above it, a call in flight on a replica that dies fails instead.
+            # than many photos. Above it, a call in flight on a replica that dies fails instead.
             "grpc.per_rpc_retry_buffer_size": max_request_bytes,
             "grpc.max_receive_message_length": 1 << 30,
             # a replica that stops answering (hung, or its node cut off) holds its calls until a keepalive ping
