@@ -132,7 +132,7 @@ class ModelRepository:
 def _data_files(folder: Path) -> list[Path]:
     """The version folder's other files: external data, which a model may keep beside model.onnx."""
     try:
-        return sorted(p for p in folder.rglob("*") if p.name != "model.onnx" and p.is_file())
+        return sorted(p for p in folder.rglob("*") if p.name != "model.onnx")   # _signature stats them
     except OSError:   # the folder went away meanwhile: model.onnx's stat says so
         return []
 

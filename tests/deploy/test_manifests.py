@@ -161,9 +161,8 @@ def test_the_cpu_image_payload_installs_and_serves_as_its_user(image):
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "."], cwd=workdir, check=True)
 
     env = dict(kv.split("=", 1) for keyword, rest in instructions if keyword == "ENV" for kv in rest.split())
-    user = next(rest.strip() for keyword, rest in instructions if keyword == "USER")
-    entry = json.loads(next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT"))
-    cmd = json.loads(next(rest for keyword, rest in instructions if keyword == "CMD"))
+    last = dict(instructions)   # of each keyword, the last is the one in force
+    user, entry, cmd = last["USER"].strip(), json.loads(last["ENTRYPOINT"]), json.loads(last["CMD"])
     port, metrics_port = free_port(), free_port()
     cmd = [*cmd, "--host", "127.0.0.1"]
     cmd[cmd.index("--port") + 1], cmd[cmd.index("--metrics-port") + 1] = str(port), str(metrics_port)

@@ -1,8 +1,9 @@
-"""Model folders confined to the repository; bearer-token auth, TLS and mutual TLS on a loopback grpc.aio server."""
+"""Model folders confined to the repository (their external data watched); bearer auth, TLS and mTLS on grpc.aio."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import threading
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper, numpy_helper
 
+from service.server.repository import ModelRepository
 from service.server.security import (BearerAuth, UnsafeModel, channel_credentials, check_model_files,
                                      server_credentials)
 
@@ -106,6 +108,28 @@ def test_external_data_leaving_the_model_folder_is_refused(repository, build, ki
         check_model_files(repository, path)
     tensor = "weight" if build is _matmul_model else "then_weight"
     assert repr(tensor) in str(refused.value) and repr(location) in str(refused.value)
+
+
+def test_replacing_only_the_external_data_reloads_the_model(repository):
+    bundled = Path(__file__).resolve().parents[2] / "models" / "mobilenet_v2"
+    shutil.copy(bundled / "config.json", repository / "m" / "config.json")
+    _save(onnx.load(str(bundled / "1" / "model.onnx")), repository / "m" / "1")
+    models = ModelRepository(repository, threads=1)
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    _, _, first = models.get("m")
+    before = first.predict(x)
+
+    # the same graph, the classifier's bias shifted, written elsewhere and renamed over
+    model = onnx.load(str(bundled / "1" / "model.onnx"))
+    (bias,) = [t for t in model.graph.initializer if list(t.dims) == [1000]]
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 1.0, bias.name))
+    staged = _save(model, repository.parent / "staging")
+    (staged.parent / "weights.bin").replace(repository / "m" / "1" / "weights.bin")
+
+    _, _, second = models.get("m")
+    assert second is not first
+    assert np.abs(second.predict(x) - before).max() > 0.5
+    assert models.get("m")[2] is second   # and not rebuilt again while nothing changes
 
 
 def test_a_model_symlinked_from_outside_the_repository_is_refused(repository):
