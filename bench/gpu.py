@@ -22,10 +22,10 @@ ROOT, SIZE, cpu_model = common.ROOT, common.SIZE, common.cpu_model
 from export_default_model import mobilenet_v2  # noqa: E402  -- torchvision's weights, as the bundled ONNX was made
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM  # noqa: E402
 
-import graph_tools as gt  # noqa: E402
-from service import Explainer  # noqa: E402
-from service.images import Preprocessing, read, to_tensor  # noqa: E402
-from service.methods import METHODS  # noqa: E402
+from camserve import graph_tools as gt  # noqa: E402
+from camserve.service import Explainer  # noqa: E402
+from camserve.service.images import Preprocessing, read, to_tensor  # noqa: E402
+from camserve.service.methods import METHODS  # noqa: E402
 
 MODEL = ROOT / "models" / "mobilenet_v2" / "1" / "model.onnx"
 PHOTO = ROOT / "examples" / "chelsea.png"

@@ -7,7 +7,7 @@ import torch
 from common import CACHE, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms, plain_session, verdict
 from pytorch_grad_cam import GradCAM
 
-from service import Explainer
+from camserve.service import Explainer
 
 REPEATS = {1: 10, 32: 3}
 INTEGRATIVE_BUDGET_S = 60.0          # skip integrative at batch 32 when its predicted total (from batch 1) exceeds this

@@ -58,9 +58,9 @@ from scipy.ndimage import gaussian_filter  # noqa: E402
 sys.path.insert(0, str(ROOT / "tests"))
 from zoo import photos  # noqa: E402
 
-from service import Explainer  # noqa: E402
-from service.evaluation import Settings, _grouped_probabilities, class_probabilities  # noqa: E402
-from service.metrics import adcc, causal, confidence, road  # noqa: E402
+from camserve.service import Explainer  # noqa: E402
+from camserve.service.evaluation import Settings, _grouped_probabilities, class_probabilities  # noqa: E402
+from camserve.service.metrics import adcc, causal, confidence, road  # noqa: E402
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
           "retina.jpg", "ihc.png")

@@ -22,8 +22,8 @@ from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_
                     peer_cells, plain_session, verdict)
 from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
 
-from service import Explainer  # noqa: E402
-from service.images import Preprocessing, read, to_tensor  # noqa: E402
+from camserve.service import Explainer  # noqa: E402
+from camserve.service.images import Preprocessing, read, to_tensor  # noqa: E402
 
 FORWARD_REPEATS = 20
 REPEATS = 5                  # ours: Ablation-CAM, Recipro-CAM, FD-CAM

@@ -28,9 +28,9 @@ from prometheus_client.parser import text_string_to_metric_families  # noqa: E40
 
 from camserve.v1 import explain_pb2 as pb  # noqa: E402
 from camserve.v1 import explain_pb2_grpc  # noqa: E402
-from service import Explainer, images  # noqa: E402
-from service.client import Client  # noqa: E402
-from service.model_config import load_config  # noqa: E402
+from camserve.service import Explainer, images  # noqa: E402
+from camserve.service.client import Client  # noqa: E402
+from camserve.service.model_config import load_config  # noqa: E402
 
 THREADS = 2                          # as bench/common.py
 MODEL = ROOT / "models" / "mobilenet_v2"
@@ -58,7 +58,7 @@ class Server:
         self.target = f"127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve", "--models", str(MODEL.parent), "--host", "127.0.0.1",
+            [sys.executable, "-m", "camserve", "serve", "--models", str(MODEL.parent), "--host", "127.0.0.1",
              "--port", str(port), "--metrics-port", str(self.metrics_port), *self.flags],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         try:

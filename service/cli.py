@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-import graph_tools as gt
+from camserve import graph_tools as gt
+
+from camserve import __version__
 
 from .errors import BadRequest
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v2"
+# the bundled repository: package data (camserve/bundled) in an installed wheel, models/ in a checkout
+_PACKAGE = Path(__file__).resolve().parent.parent
+BUNDLED = _PACKAGE / "bundled" if (_PACKAGE / "bundled").is_dir() else _PACKAGE / "models"
+DEFAULT_MODEL = BUNDLED / "mobilenet_v2"
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -201,6 +206,7 @@ def explain_remote(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="camserve", description="Class Activation Maps for any ONNX image CNN")
+    parser.add_argument("--version", action="version", version=f"camserve {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="print the model's input, logits and candidate target layers")

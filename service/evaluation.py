@@ -7,7 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-from graph_tools import randomize as gr
+from camserve.graph_tools import randomize as gr
 
 from .errors import BadRequest
 from .methods.base import softmax

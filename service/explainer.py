@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 from threadpoolctl import ThreadpoolController
 
-import graph_tools as gt
-from graph_tools import masks as gm
+from camserve import graph_tools as gt
+from camserve.graph_tools import masks as gm
 
 from . import postprocess
 from .errors import BadRequest

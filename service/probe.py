@@ -6,8 +6,8 @@ from typing import Callable
 
 import numpy as np
 
-import graph_tools as gt
-from graph_tools import masks as gm
+from camserve import graph_tools as gt
+from camserve.graph_tools import masks as gm
 
 from .runtime import Runtime
 

@@ -14,7 +14,7 @@ from selenium.webdriver.chrome.service import Service
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from service import Explainer  # noqa: E402
+from camserve.service import Explainer  # noqa: E402
 from zoo import ZOO, photos  # noqa: E402
 
 torch.set_num_threads(2)

@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.client import Client
+from camserve.service.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def launch(models: str | Path, *args: str, port: int | None = None, env: dict | 
     if "--metrics-port" not in args:
         args = (*args, "--metrics-port", str(free_port()))
     log = tempfile.NamedTemporaryFile("w+", prefix="camserve-", suffix=".log", delete=False)
-    process = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--models", str(models),
+    process = subprocess.Popen([sys.executable, "-m", "camserve", "serve", "--models", str(models),
                                 "--port", str(port), "--host", "127.0.0.1", "--threads", "2", *args], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})

@@ -98,7 +98,7 @@ class ZooModel:
     def onnx_layer(self) -> str:
         model = onnx.load(str(self.onnx_path()))
         if self.dynamo:  # dynamo names nodes after aten ops, not module scopes: the default layer is the one
-            from graph_tools import inspect
+            from camserve.graph_tools import inspect
             return inspect(model).default_layer
         return layer_for_module(model, self.onnx_target or self.target)
 
@@ -151,7 +151,7 @@ ZOO = {m.name: m for m in [
 def photos(size: int = 224, names=("chelsea.png", "coffee.png")) -> np.ndarray:
     """Real photos from scikit-image, preprocessed like ImageNet models expect: (N, 3, size, size)."""
     import skimage
-    from service.images import Preprocessing, read, to_tensor
+    from camserve.service.images import Preprocessing, read, to_tensor
     folder = Path(skimage.__file__).parent / "data"
     spec = Preprocessing(resize=round(size * 256 / 224), crop=size)
     return np.concatenate([to_tensor(read(folder / name), spec) for name in names])

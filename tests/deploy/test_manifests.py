@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from serving import free_port, metrics_of, stop, wait_serving
-from service.cli import build_parser
-from service.client import Client, channel_options, service_config
+from camserve.service.cli import build_parser
+from camserve.service.client import Client, channel_options, service_config
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -112,7 +112,7 @@ def test_the_images_run_the_packaged_server_as_a_user(name):
     assert last["USER"] == "10001" and set(last["EXPOSE"].split()) == {"50051", "9090"}
     entry, cmd = yaml.safe_load(last["ENTRYPOINT"]), yaml.safe_load(last["CMD"])
     assert entry == ["camserve", "serve"]
-    assert 'camserve = "service.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'camserve = "camserve.service.cli:main"' in (ROOT / "pyproject.toml").read_text()
     build_parser().parse_args(["serve", *cmd])
     for keyword, rest in steps:
         for source in shlex.split(rest)[:-1] if keyword == "COPY" else ():

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import grpc
 
 from serving import ROOT, Server, launch, stop, wait_for
-from service.client import Client
+from camserve.service.client import Client
 
 PHOTOS = [ROOT / "examples" / "chelsea.png"] * 2   # 481 kB a call: over gRPC's default 256 KiB retry buffer
 THREADS = 4        # callers sharing one Client, as the request handlers of a calling service do

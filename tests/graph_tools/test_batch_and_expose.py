@@ -6,7 +6,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-import graph_tools as gt
+from camserve import graph_tools as gt
 from zoo import ZOO
 
 

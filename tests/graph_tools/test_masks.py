@@ -7,8 +7,8 @@ import onnxruntime as ort
 import pytest
 from onnx import helper, numpy_helper
 
-import graph_tools as gt
-from graph_tools import masks as gm
+from camserve import graph_tools as gt
+from camserve.graph_tools import masks as gm
 from zoo import ZOO, NHWCNet
 
 RNG = np.random.default_rng(0)

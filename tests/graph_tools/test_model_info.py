@@ -7,7 +7,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-import graph_tools as gt
+from camserve import graph_tools as gt
 from zoo import ZOO, NHWCNet
 
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from onnx import numpy_helper
 
-import graph_tools as gt
-from graph_tools import randomize as gr
-from service.model_config import load_config
+from camserve import graph_tools as gt
+from camserve.graph_tools import randomize as gr
+from camserve.service.model_config import load_config
 
 MODEL = load_config("models/mobilenet_v2").path
 

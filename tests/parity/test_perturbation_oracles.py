@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import resize
 
-from service.methods.resample import rise_masks
+from camserve.service.methods.resample import rise_masks
 from zoo import ZOO, layer_for_module
 
 TOL = 1e-3

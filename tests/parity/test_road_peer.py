@@ -11,7 +11,7 @@ from pytorch_grad_cam.metrics.road import NoisyLinearImputer, ROADCombined
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
 from scipy.ndimage import gaussian_filter
 
-from service.metrics.road import PERCENTILES, combined, impute, perturbed, removal_masks
+from camserve.service.metrics.road import PERCENTILES, combined, impute, perturbed, removal_masks
 from zoo import photos
 
 SIZE = 64

@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from service.cli import main
+from camserve.service.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / "models" / "mobilenet_v2"
@@ -80,8 +80,8 @@ def test_evaluate_writes_results_and_a_report_chromium_shows(tmp_path, capsys, b
 
     from selenium.webdriver.common.by import By
 
-    from service.evaluation import METRICS
-    from service.metrics.summary import adcc_of_means
+    from camserve.service.evaluation import METRICS
+    from camserve.service.metrics.summary import adcc_of_means
     out = tmp_path / "eval"
     assert main(["evaluate", "--model", str(MODEL), "--methods", "gradcam,reciprocam", "--n", "3", "--out", str(out),
                  "--gallery", "2", "--sanity", "2", "--sanity-images", "1", "--batch", "2"]) == 0

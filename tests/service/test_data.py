@@ -8,11 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from service import BadRequest, Explainer, images
-from service.data.folder import folder_scenes
-from service.data import synthetic
-from service.data.synthetic import KINDS, OBJECTS, crop, objects, synthetic_scenes
-from service.model_config import load_config
+from camserve.service import BadRequest, Explainer, images
+from camserve.service.data.folder import folder_scenes
+from camserve.service.data import synthetic
+from camserve.service.data.synthetic import KINDS, OBJECTS, crop, objects, synthetic_scenes
+from camserve.service.model_config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service import images
-from service.data.synthetic import synthetic_scenes
-from service.errors import BadRequest
-from service.evaluation import Settings, class_probabilities, evaluate, sanity_check, score_maps
-from service.explainer import Explainer
-from service.methods.base import softmax
-from service.metrics import adcc, causal, confidence, road
-from service.model_config import load_config
+from camserve.service import images
+from camserve.service.data.synthetic import synthetic_scenes
+from camserve.service.errors import BadRequest
+from camserve.service.evaluation import Settings, class_probabilities, evaluate, sanity_check, score_maps
+from camserve.service.explainer import Explainer
+from camserve.service.methods.base import softmax
+from camserve.service.metrics import adcc, causal, confidence, road
+from camserve.service.model_config import load_config
 
 CONFIG = load_config("models/mobilenet_v2")
 

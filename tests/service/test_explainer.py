@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import BadRequest
-from service.methods import METHODS
+from camserve.service import BadRequest
+from camserve.service.methods import METHODS
 from zoo import ZOO, NHWCNet
 
 ALL = ["cam", "gradcam", "hirescam", "gradcam-elementwise", "gradcam++", "xgradcam", "layercam", "eigencam",
@@ -95,7 +95,7 @@ def test_integrative_options(get_explainer, get_inputs):
 def test_nhwc_models_take_nchw_input(tmp_path):
     import torch
 
-    from service import Explainer
+    from camserve.service import Explainer
     model = NHWCNet()
     explainer = Explainer(model.export(tmp_path / "nhwc.onnx"))
     x = np.random.default_rng(0).normal(size=(2, 3, 16, 16)).astype(np.float32)
@@ -145,7 +145,7 @@ def test_bad_requests_name_the_problem(kwargs, field, match, get_explainer, get_
 
 
 def test_bad_models_are_refused_with_the_reason(tmp_path):
-    from service import Explainer
+    from camserve.service import Explainer
     path = tmp_path / "junk.onnx"
     path.write_bytes(b"not a model")
     with pytest.raises(BadRequest, match="cannot load the model"):
@@ -169,7 +169,7 @@ def test_models_with_symbolic_height_and_width_explain_any_size(tmp_path):
     import torch
     import torchvision
 
-    from service import Explainer
+    from camserve.service import Explainer
     torch.manual_seed(0)
     model = torchvision.models.resnet18().eval()
     path = tmp_path / "any_size.onnx"
@@ -190,7 +190,7 @@ def test_models_with_symbolic_height_and_width_explain_any_size(tmp_path):
 def test_model_config_from_a_version_folder_and_bad_configs(tmp_path):
     import shutil
 
-    from service.model_config import load_config
+    from camserve.service.model_config import load_config
     root = Path(__file__).resolve().parents[2] / "models" / "mobilenet_v2"
     config = load_config(root / "1" / "model.onnx")
     assert config.name == "mobilenet_v2" and config.label(285) == "Egyptian cat"
@@ -216,7 +216,7 @@ def test_duplicate_layers_count_once(get_explainer, get_inputs):
 def test_integrative_layer_map_is_plusplus_weights_plus_the_bias_term(get_explainer, get_inputs):
     """The reconstruction's raw map at a conv block is the Grad-CAM++ map of its output plus
     sum_k b_k dS/dz_k at the pre-activation conv output z, with the conv's (BN-folded) bias."""
-    import graph_tools as gt
+    from camserve import graph_tools as gt
     explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
     blocks = explainer._conv_blocks
     linear = [post for post, (pre, _) in blocks.items() if pre == post][-1]      # a linear-bottleneck conv

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from camserve.v1 import explain_pb2 as pb
-from service.methods import METHODS
+from camserve.service.methods import METHODS
 from serving import violation
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.metrics import adcc, causal, confidence, localization, sanity
-from service.metrics.summary import adcc_of_means, interval
+from camserve.service.metrics import adcc, causal, confidence, localization, sanity
+from camserve.service.metrics.summary import adcc_of_means, interval
 
 # ReciproCAM CVPRW'24 Table 1, (Drop, Coherency, Complexity, ADCC) in %
 TABLE_1 = [

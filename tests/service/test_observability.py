@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.server.observability import JsonFormatter, Metrics, configure_logging, log_call
+from camserve.service.server.observability import JsonFormatter, Metrics, configure_logging, log_call
 
 
 def samples(text: str) -> dict:

@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from service import Explainer
-from service.errors import BadRequest
+from camserve.service import Explainer
+from camserve.service.errors import BadRequest
 from zoo import ROOT, ZOO, photos
 
 TINY = "tinynet_batch1"
@@ -121,7 +121,7 @@ def test_scorecam_on_resnet50_stays_under_a_peak_rss(tmp_path):
         import json, sys
         import numpy as np
         sys.path.insert(0, {str(ROOT)!r})
-        from service import Explainer
+        from camserve.service import Explainer
         explainer = Explainer({str(ZOO["resnet50"].onnx_path())!r}, threads=2)
         maps = explainer.explain(np.load({str(tmp_path / "x.npy")!r}), "scorecam")
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork and exec, so it would report pytest's peak

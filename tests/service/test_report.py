@@ -10,7 +10,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from service.report import write_report
+from camserve.service.report import write_report
 
 METHODS = ["gradcam", "gradcam++", "scorecam"]
 ORDER = ["average_drop", "increase_in_confidence", "deletion_auc", "insertion_auc", "seconds_per_image"]

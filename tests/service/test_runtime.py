@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from service.runtime import CPU, CUDA, cuda_works, default_providers, probe_model
+from camserve.service.runtime import CPU, CUDA, cuda_works, default_providers, probe_model
 
 
 def test_the_probe_model_runs_on_the_cpu_provider():

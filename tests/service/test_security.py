@@ -14,8 +14,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper, numpy_helper
 
-from service.server.repository import ModelRepository
-from service.server.security import (BearerAuth, UnsafeModel, channel_credentials, check_model_files,
+from camserve.service.server.repository import ModelRepository
+from camserve.service.server.security import (BearerAuth, UnsafeModel, channel_credentials, check_model_files,
                                      server_credentials)
 
 TIMEOUT = 5.0

@@ -9,9 +9,9 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from camserve.v1 import explain_pb2 as pb
-from service import images
-from service.explainer import Explainer
-from service.model_config import load_config
+from camserve.service import images
+from camserve.service.explainer import Explainer
+from camserve.service.model_config import load_config
 from serving import violation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -96,8 +96,8 @@ def test_reflection_lists_the_services(server):
 
 
 def test_client_and_cli_against_the_server(server, tmp_path, capsys):
-    from service.cli import main
-    from service.client import Client
+    from camserve.service.cli import main
+    from camserve.service.client import Client
     port = server[0].args[server[0].args.index("--port") + 1]
     with Client(f"127.0.0.1:{port}") as client:
         client.wait_ready(10)

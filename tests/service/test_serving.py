@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from skimage import data
 
 from camserve.v1 import explain_pb2 as pb
-from service import images
-from service.client import Client
-from service.evaluation import Settings, evaluate
-from service.explainer import Explainer
-from service.methods import METHODS
-from service.model_config import load_config
+from camserve.service import images
+from camserve.service.client import Client
+from camserve.service.evaluation import Settings, evaluate
+from camserve.service.explainer import Explainer
+from camserve.service.methods import METHODS
+from camserve.service.model_config import load_config
 from serving import ROOT, log_of, metrics_of, serving
 
 MODEL = "mobilenet_v2"
@@ -123,7 +123,7 @@ def test_evaluate_equals_the_in_process_evaluation(stub, config, local):
     reply = stub.Evaluate(request, timeout=300)
     assert [m.method for m in reply.methods] == ["gradcam", "ablationcam"]
     x = np.concatenate([_x(config, p) for p in photos])
-    from service.data.folder import map_box
+    from camserve.service.data.folder import map_box
     boxes = [[map_box((120, 40, 330, 260), (300, 451), config.preprocessing)], []]
     for scores in reply.methods:
         local_scores = evaluate(local, x, np.array(labels), boxes, scores.method, _layers(config),
