@@ -83,6 +83,26 @@ class Method:
     fusion: str = "mean"
     cost: str = "1 forward + 1 backward"
     doc: str = ""
+    unbatched: bool = False       # draws random numbers for the whole batch at once: a neighbour changes its maps
+
+    @property
+    def gradients(self) -> bool:
+        return self.needs.gradients
+
+    @property
+    def batchable(self) -> bool:
+        """Whether images may share a run with other requests' images and get the same maps as alone."""
+        return not (self.unbatched or self.needs.noisy_copies)
+
+    @property
+    def cost_class(self) -> str:
+        """"forward" (about one forward), "few_forwards", or "per_channel" (a forward per channel or mask)."""
+        needs = self.needs
+        if needs.masks == "inputs" and self.name != "groupcam":
+            return "per_channel"
+        if needs.masks or needs.noisy_copies or needs.layers in ("bias", "conv"):
+            return "few_forwards"
+        return "forward"
 
     def layer_map(self, evidence: "Evidence", options: dict[str, Any]) -> np.ndarray:
         """The raw (N, h, w) map of one layer, passing the function only the options it declares."""

@@ -74,7 +74,7 @@ def eigencam(ev: Evidence) -> np.ndarray:
     return first_component(ev.acts)
 
 
-@method("randomcam", needs=Needs(), options={"seed": 0}, cost="1 forward")
+@method("randomcam", needs=Needs(), options={"seed": 0}, cost="1 forward", unbatched=True)
 def randomcam(ev: Evidence, seed: int) -> np.ndarray:
     """RandomCAM: channel weights drawn from U(-1, 1), a baseline every method should beat (pytorch-grad-cam)."""
     # numpy's legacy generator: pytorch-grad-cam draws from np.random after np.random.seed(seed)

@@ -62,7 +62,7 @@ def _baseline(ev: Evidence) -> np.ndarray:
 
 
 @method("sscam", needs=INPUTS, options={"samples": 35, "std": 2.0, "seed": 0, "noise": None},
-        cost="1 forward + samples x K masked forwards")
+        cost="1 forward + samples x K masked forwards", unbatched=True)
 def sscam(ev: Evidence, samples: int, std: float, seed: int, noise) -> np.ndarray:
     """SS-CAM (torchcam 0.5): Score-CAM gains averaged over Gaussian noise added to the upsampled masks.
 

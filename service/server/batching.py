@@ -14,12 +14,6 @@ from ..explainer import Explainer, Explanation
 from ..methods import METHODS
 from ..runtime import RUN_OPTIONS
 
-# images of a batch must not change each other's maps; these draw their noise or random weights for the
-# whole batch at once, so a neighbour in the batch changes what an image gets (measured: every other method
-# gives the same maps alone as in a batch, to 2.4e-7)
-UNBATCHED = frozenset({"randomcam", "sscam"})
-
-
 class Overloaded(Exception):
     """Every run slot is busy and the queue is full: the caller should back off (RESOURCE_EXHAUSTED)."""
 
@@ -51,8 +45,10 @@ class _Batch:
 
 
 def batchable(method: str) -> bool:
+    # images of a batch must not change each other's maps (measured: every batchable method gives the
+    # same maps alone as in a batch, to 2.4e-7); a method says whether it can promise that
     spec = METHODS.get(method)
-    return spec is not None and not spec.needs.noisy_copies and method not in UNBATCHED
+    return spec is not None and spec.batchable
 
 
 class Batcher:

@@ -25,6 +25,8 @@ from .calls import observed, observed_stream
 from .repository import ModelRepository
 
 DTYPES = {pb.DATA_TYPE_FLOAT32: np.float32, pb.DATA_TYPE_FLOAT16: np.float16, pb.DATA_TYPE_UINT8: np.uint8}
+COST_CLASSES = {"forward": pb.COST_CLASS_FORWARD, "few_forwards": pb.COST_CLASS_FEW_FORWARDS,
+                "per_channel": pb.COST_CLASS_PER_CHANNEL}
 STREAM_WINDOW = 8      # stream messages explained at once (in order); more could batch, but would hold memory
 
 
@@ -196,8 +198,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     @observed("ListMethods")
     async def ListMethods(self, request, context) -> pb.ListMethodsResponse:
         return pb.ListMethodsResponse(methods=[
-            pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "", cost_class=_cost_class(spec),
-                                 needs_gradients=spec.needs.gradients,
+            pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "", cost_class=COST_CLASSES[spec.cost_class],
+                                 needs_gradients=spec.gradients,
                                  options={k: option_value(v) for k, v in spec.options.items()})
             for name, spec in sorted(METHODS.items())])
 
@@ -299,12 +301,3 @@ def _labels_and_boxes(items, inputs: _Inputs, config, explainer) -> tuple[np.nda
                   for b in item.boxes]
         boxes.append([b for b in mapped if b is not None])
     return labels, boxes
-
-
-def _cost_class(spec) -> int:
-    needs = spec.needs
-    if needs.masks == "inputs" and spec.name != "groupcam":
-        return pb.COST_CLASS_PER_CHANNEL
-    if needs.masks or needs.noisy_copies or needs.layers in ("bias", "conv"):
-        return pb.COST_CLASS_FEW_FORWARDS
-    return pb.COST_CLASS_FORWARD
