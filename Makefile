@@ -35,6 +35,7 @@ run: install
 	wait $$server
 
 test: install-dev
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 bench: install-dev

@@ -6,13 +6,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts"))   # export_default_model, a script, not part of the installed camserve
 
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-
 from export_default_model import export  # noqa: E402
 
 THREADS = 2

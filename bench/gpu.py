@@ -1,4 +1,4 @@
-"""Times camserve on ONNX Runtime's CUDA provider against pytorch-grad-cam on torch CUDA, and checks CUDA-vs-CPU maps."""
+"""Times camserve on ONNX Runtime's CUDA provider against pytorch-grad-cam on torch CUDA; checks CUDA-vs-CPU maps."""
 import argparse
 import collections
 import json
@@ -12,13 +12,12 @@ import traceback
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's per-batch progress bars; read at tqdm's import
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402  -- first: its CUDA libraries (cuBLAS, cuDNN) are in the process when ORT's CUDA EP loads
+
+# isort: split
+import common  # noqa: E402  -- also puts scripts/ on sys.path
+import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
-
-import common  # noqa: E402  -- also puts the repository and scripts/ on sys.path
-ROOT, SIZE, cpu_model = common.ROOT, common.SIZE, common.cpu_model
-
 from export_default_model import mobilenet_v2  # noqa: E402  -- torchvision's weights, as the bundled ONNX was made
 from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM  # noqa: E402
 
@@ -27,6 +26,7 @@ from camserve.service import Explainer  # noqa: E402
 from camserve.service.images import Preprocessing, read, to_tensor  # noqa: E402
 from camserve.service.methods import METHODS  # noqa: E402
 
+ROOT, SIZE, cpu_model = common.ROOT, common.SIZE, common.cpu_model
 MODEL = ROOT / "models" / "mobilenet_v2" / "1" / "model.onnx"
 PHOTO = ROOT / "examples" / "chelsea.png"
 CPU = "CPUExecutionProvider"
@@ -134,11 +134,11 @@ def timings(explainer: Explainer, session: ort.InferenceSession, model: torch.nn
     for method, peer in PEERS.items():
         maps = {}
         with peer(model=model, target_layers=layer) as cam:
-            def theirs():
+            def theirs(maps=maps):
                 maps["peer"] = cam(input_tensor=torch.from_numpy(x), targets=None)
             peer_ms = median_ms(theirs, repeats, warmup)
 
-        def ours():
+        def ours(maps=maps, method=method):
             maps["ours"] = explainer.explain(x, method)
         ours_ms = median_ms(ours, repeats, warmup)
         diff = float(np.abs(maps["ours"] - maps["peer"]).max())
@@ -206,7 +206,7 @@ def parity_table(rows: list[dict]) -> None:
           f"max abs(CUDA - CPU), TF32 off | within {TOLERANCE:g} |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for r in rows:
-        cell = lambda key, fmt: fmt.format(r[key]) if key in r else "-"  # noqa: E731
+        cell = lambda key, fmt, r=r: fmt.format(r[key]) if key in r else "-"  # noqa: E731
         ok = "ERROR" if "error" in r else ("yes" if r["tf32"] <= TOLERANCE and r["fp32"] <= TOLERANCE
                                             else "TF32 off only" if r["fp32"] <= TOLERANCE else "NO")
         print(f"| {r['method']} | {r['options'] or '-'} | {cell('cpu_ms', '{:.0f}')} | {cell('tf32_ms', '{:.1f}')} | "

@@ -44,23 +44,32 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms,  # noqa: E402
-                    peer_cells, plain_session, verdict)
+from common import (  # noqa: E402
+    CACHE,
+    ROOT,
+    SIZE,
+    THREADS,
+    build_model,
+    cached_export,
+    cpu_model,
+    median_ms,
+    peer_cells,
+    plain_session,
+    verdict,
+)
 from perturbation_family import layer4_output  # noqa: E402
 from pytorch_grad_cam import GradCAM  # noqa: E402
 from pytorch_grad_cam.metrics.arcc import ARCC, Coherency  # noqa: E402
-from pytorch_grad_cam.metrics.cam_mult_image import (CamMultImageConfidenceChange, DropInConfidence,  # noqa: E402
-                                                     IncreaseInConfidence)
+from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange, DropInConfidence, IncreaseInConfidence  # noqa: E402
 from pytorch_grad_cam.metrics.road import ROADCombined  # noqa: E402
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
-from zoo import photos  # noqa: E402
-
 from camserve.service import Explainer  # noqa: E402
 from camserve.service.evaluation import Settings, _grouped_probabilities, class_probabilities  # noqa: E402
 from camserve.service.metrics import adcc, causal, confidence, road  # noqa: E402
+from zoo import photos  # noqa: E402
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
           "retina.jpg", "ihc.png")

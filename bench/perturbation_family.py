@@ -18,8 +18,19 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
-from common import (CACHE, ROOT, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms,  # noqa: E402
-                    peer_cells, plain_session, verdict)
+from common import (  # noqa: E402
+    CACHE,
+    ROOT,
+    SIZE,
+    THREADS,
+    build_model,
+    cached_export,
+    cpu_model,
+    median_ms,
+    peer_cells,
+    plain_session,
+    verdict,
+)
 from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
 
 from camserve.service import Explainer  # noqa: E402
@@ -79,7 +90,7 @@ def measure(name: str, quick: bool) -> list[dict]:
     for method in methods:
         maps = {}
 
-        def ours():
+        def ours(maps=maps, method=method):
             maps["ours"] = explainer.explain(x, method, layers=[layer])
         ours_ms = median_ms(ours, SCORE_REPEATS if method == "scorecam" else REPEATS)
         row = dict(model=name, method=method, ours=ours_ms, forward=forward, peer=None, diff=None)

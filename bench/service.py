@@ -13,25 +13,20 @@ import time
 import urllib.request
 from pathlib import Path
 
-# not common.py, which imports torch (needless here); run as a script, this folder leads sys.path, where this file
-# would shadow the service package: the folder leaves the path and the repository leads it
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path = [str(ROOT)] + [p for p in sys.path if Path(p or os.curdir).resolve() != HERE]
+import grpc
+import numpy as np
+import onnxruntime as ort
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import psutil  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from camserve.service import Explainer, images
+from camserve.service.client import Client
+from camserve.service.model_config import load_config
+from camserve.v1 import explain_pb2 as pb
+from camserve.v1 import explain_pb2_grpc
 
-from camserve.v1 import explain_pb2 as pb  # noqa: E402
-from camserve.v1 import explain_pb2_grpc  # noqa: E402
-from camserve.service import Explainer, images  # noqa: E402
-from camserve.service.client import Client  # noqa: E402
-from camserve.service.model_config import load_config  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]   # as bench/common.py, which is not imported: it imports torch
 THREADS = 2                          # as bench/common.py
 MODEL = ROOT / "models" / "mobilenet_v2"
 IMAGE = ROOT / "examples" / "chelsea.png"
