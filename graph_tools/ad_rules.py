@@ -1,22 +1,114 @@
-"""Overrides of onnx-ad 0.3.0 reverse rules so image graphs differentiate with a dynamic batch axis.
+"""Camserve's onnx-ad 0.3.0 reverse rules, scoped to its own differentiations: nothing in onnx-ad is replaced.
 
 onnx-ad's Conv and pooling adjoints ask for a fully static input shape, but they only read the
 channel count and the spatial size; a symbolic batch (which every served graph has) made them
 refuse. These versions read just what they use, and broadcasting adjoints of batch tensors skip
-run-time axis arithmetic. Importing this module installs them.
+run-time axis arithmetic.
+
+How they are scoped: they are in force only inside `reverse` below, which add_gradients calls.
+onnx-ad has no parameter for a rule table (its pass reads the module global REVERSE, its pool
+rules the globals _ones_kernel/_window_spread, and onnx_ad.reverse builds a plain Context), so
+`reverse` runs onnx-ad's own functions re-bound to copies of their module namespaces that name
+our table, helpers and tape (_rebound). Nothing of onnx-ad is ever assigned to: every other
+caller, in any thread and at the same time, gets stock onnx-ad, and no lock is needed. The
+weights the caller stripped out of the graph travel on the tape (_ImageContext.stripped).
 """
 from __future__ import annotations
 
-import contextvars
+import functools
+import types
 
 import numpy as np
+import onnx
+import onnx_ad
 from onnx import numpy_helper
-from onnx_ad import rules
+from onnx_ad import _passes, rules
 from onnx_ad._build import Context, UnsupportedOperator
 
+# The operations whose stock rules walk a subgraph body with _passes.reverse_nodes (onnx_ad/control.py).
+_SUBGRAPH_OPS = ("If", "Scan", "Loop")
 
-# Large weights add_gradients moved out of the graph while it is being differentiated, by name.
-STRIPPED_WEIGHTS: contextvars.ContextVar[dict] = contextvars.ContextVar("stripped_weights", default={})
+
+def reverse(model: onnx.ModelProto, stripped: dict[str, onnx.TensorProto], inputs: list[str],
+            outputs: list[str]) -> onnx.ModelProto:
+    """onnx_ad.reverse(model, inputs, outputs, layout="onnx"), differentiated with camserve's rules.
+
+    `stripped` holds the large weights the caller turned into graph inputs of `model`, by name:
+    the Conv rule reads them to emit its adjoint as a Conv.
+    """
+    table = {}
+    reverse_nodes = _rebound(_passes.reverse_nodes, REVERSE=table)
+    table.update(_rule_table(reverse_nodes))
+    tape = functools.partial(_ImageContext, stripped=stripped)
+    driver = _rebound(onnx_ad.reverse, Context=tape, reverse_nodes=reverse_nodes)
+    return driver(model, inputs=inputs, outputs=outputs, layout="onnx")
+
+
+def _rule_table(reverse_nodes) -> dict:
+    """onnx-ad's reverse rules as registered now, with ours in their place.
+
+    Built per call, so it holds whatever onnx-ad's registry holds at that moment and nothing of it
+    outlives the call. The subgraph rules walk their bodies with `reverse_nodes`, i.e. over this
+    same table, so a Conv inside an If body gets our rule too.
+    """
+    table = dict(rules.REVERSE)
+    table["Conv"] = _conv_reverse
+    # the stock pool rules, reading our window helpers (_average_count builds a ones kernel too)
+    average_count = _rebound(rules._average_count, _ones_kernel=_ones_kernel)
+    table["AveragePool"] = _rebound(rules.REVERSE["AveragePool"], _average_count=average_count,
+                                    _window_spread=_window_spread)
+    table["LpPool"] = _rebound(rules.REVERSE["LpPool"], _window_spread=_window_spread)
+    for op in _SUBGRAPH_OPS:
+        table[op] = _rebound(rules.REVERSE[op], reverse_nodes=reverse_nodes)
+    return table
+
+
+def _rebound(fn: types.FunctionType, **names) -> types.FunctionType:
+    """`fn`'s own code, looking up `names` in a copy of its module's globals that holds ours instead.
+
+    A function reads globals from the dict it was made with, so this is onnx-ad's code unchanged
+    with our table or helper in reach, and its module untouched. Each name must be one `fn` reads:
+    if a new onnx-ad stopped reading it, the override would silently do nothing, so it fails here.
+    """
+    unread = [name for name in names if name not in fn.__code__.co_names or name not in fn.__globals__]
+    if unread:
+        raise RuntimeError(f"onnx-ad's {fn.__module__}.{fn.__qualname__} no longer reads {unread}; "
+                           "camserve's rule overrides need updating for this onnx-ad version")
+    clone = types.FunctionType(fn.__code__, dict(fn.__globals__, **names), fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+    clone.__kwdefaults__ = fn.__kwdefaults__
+    clone.__qualname__ = fn.__qualname__
+    return clone
+
+
+class _ImageContext(Context):
+    """onnx-ad's tape, carrying the stripped weights and a batch-aware unbroadcast."""
+
+    def __init__(self, model, stripped: dict[str, onnx.TensorProto]):
+        super().__init__(model)
+        self.stripped = stripped
+
+    def child(self):
+        # onnx-ad makes a subgraph scope with object.__new__(Context); keep it ours, or rules inside
+        # an If/Scan/Loop body would lose the weights and the unbroadcast below
+        scope = super().child()
+        scope.__class__ = _ImageContext
+        scope.stripped = self.stripped
+        return scope
+
+    def unbroadcast(self, value, source_rank, target):
+        """Sum an adjoint back to `target`'s shape without run-time axis arithmetic for batch tensors.
+
+        onnx-ad computes the broadcast axes at run time whenever a shape has a symbolic dim, so every
+        residual Add got Shape/Equal/NonZero/ReduceSum nodes that reduce nothing but copy the tensor.
+        In an image graph the only symbolic leading dim is the batch, which is never broadcast, so a
+        target whose other dims are static needs only its static 1-dims reduced.
+        """
+        shape = self.shapes.shape(target)
+        if shape and len(shape) == source_rank and shape[0] is None and None not in shape[1:]:
+            axes = [i for i, d in enumerate(shape) if i and d == 1]
+            return self.reduce_sum(value, axes, keepdims=1) if axes else value
+        return super().unbroadcast(value, source_rank, target)
 
 
 def _known(ctx, name: str, axes: slice, what: str) -> list[int]:
@@ -28,7 +120,6 @@ def _known(ctx, name: str, axes: slice, what: str) -> list[int]:
     return part
 
 
-@rules.reverse_rule("Conv")
 def _conv_reverse(ctx, node, grads):
     attrs, spatial = rules._conv_attributes(ctx, node)
     x, w, y = node.input[0], node.input[1], node.output[0]
@@ -57,8 +148,8 @@ def _adjoint_as_conv(ctx, node, attrs, folded):
     as fast as the ConvTranspose the generic rule emits. None where that does not apply.
     """
     weight = ctx.values.get(node.input[1])
-    if weight is None and node.input[1] in STRIPPED_WEIGHTS.get():
-        weight = numpy_helper.to_array(STRIPPED_WEIGHTS.get()[node.input[1]])
+    if weight is None and node.input[1] in ctx.stripped:
+        weight = numpy_helper.to_array(ctx.stripped[node.input[1]])
     if weight is None or any(s != 1 for s in attrs["strides"]) or any(d != 1 for d in attrs["dilations"]):
         return None
     kernel = list(weight.shape[2:])
@@ -90,28 +181,3 @@ def _window_spread(ctx, node, attrs, value):
     folded = rules._fold_seed_into_batch(ctx, value, y)
     spread = ctx.b.op("ConvTranspose", [folded, ones], group=channels, stem="window_spread", **transposed)
     return rules._unfold_batch_into_seed(ctx, spread, x, ctx.rank(x))
-
-
-rules._ones_kernel = _ones_kernel
-rules._window_spread = _window_spread
-
-
-_unbroadcast = Context.unbroadcast
-
-
-def _unbroadcast_batch(self, value, source_rank, target):
-    """Sum an adjoint back to `target`'s shape without run-time axis arithmetic for batch tensors.
-
-    onnx-ad computes the broadcast axes at run time whenever a shape has a symbolic dim, so every
-    residual Add got Shape/Equal/NonZero/ReduceSum nodes that reduce nothing but copy the tensor.
-    In an image graph the only symbolic leading dim is the batch, which is never broadcast, so a
-    target whose other dims are static needs only its static 1-dims reduced.
-    """
-    shape = self.shapes.shape(target)
-    if shape and len(shape) == source_rank and shape[0] is None and None not in shape[1:]:
-        axes = [i for i, d in enumerate(shape) if i and d == 1]
-        return self.reduce_sum(value, axes, keepdims=1) if axes else value
-    return _unbroadcast(self, value, source_rank, target)
-
-
-Context.unbroadcast = _unbroadcast_batch

@@ -5,19 +5,16 @@ import onnx
 from onnx import helper
 
 from . import graph as g
-from .errors import GraphError
 
 
 def expose(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     """A copy that also outputs `tensors`, in the order given, after the existing outputs."""
     result = g.copy(model)
     graph = result.graph
-    made = set(g.producers(graph)) | {i.name for i in graph.input}
+    g.check_produced(graph, tensors, inputs_too=True)
     present = {o.name for o in graph.output}
     elem = _elem_types(result)
     for name in tensors:
-        if name not in made:
-            raise GraphError(f"tensor {name!r} is not produced by this graph")
         if name in present:
             continue
         graph.output.append(helper.make_tensor_value_info(name, elem.get(name, onnx.TensorProto.FLOAT), None))

@@ -13,7 +13,7 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper, numpy_helper
 
-from . import ad_rules  # noqa: F401 -- installs the dynamic-batch Conv/pool adjoints
+from . import ad_rules
 from . import graph as g
 from .errors import GraphError
 from .model_info import ModelInfo, inspect, load
@@ -73,17 +73,9 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
                          "convert with onnx.version_converter first")
     info = info or inspect(model)
     layers = list(dict.fromkeys(layers))
-    produced = g.producers(model.graph)
-    feeding = g.ancestors(model.graph, [info.logits])
-    for name in layers:
-        if name not in produced:
-            raise GraphError(f"tensor {name!r} is not produced by this graph")
-        if name not in feeding:
-            raise GraphError(f"tensor {name!r} does not feed the logits {info.logits!r}; it has no gradient")
-    taken = set(produced) | {i.name for i in model.graph.input} | {t.name for t in model.graph.initializer}
-    clash = sorted(({LOGITS, CLASS_WEIGHTS} - {info.logits}) & taken)
-    if clash:
-        raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name gradient graphs reserve")
+    g.check_produced(model.graph, layers)
+    g.check_feeds(model.graph, layers, info.logits, "; it has no gradient")
+    g.check_free(model.graph, {LOGITS, CLASS_WEIGHTS} - {info.logits}, "gradient")
     if not layers and not input_gradient:
         raise GraphError("nothing to differentiate: give layers or input_gradient=True")
 
@@ -98,13 +90,10 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     wrt = [_DELTA + name for name in layers] + ([info.input_name] if input_gradient else [])
     if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
         work = g.upgrade(work, 17)  # without an adapter: differentiate at the old opset
-    token = ad_rules.STRIPPED_WEIGHTS.set(stripped)
-    try:
-        reversed_ = onnx_ad.reverse(work, inputs=wrt, outputs=[info.logits], layout="onnx")
+    try:  # onnx-ad with the dynamic-batch Conv/pool adjoints, for this call only
+        reversed_ = ad_rules.reverse(work, stripped, inputs=wrt, outputs=[info.logits])
     except onnx_ad.UnsupportedOperator as error:
         raise GraphError(f"cannot differentiate this graph: {error}") from error
-    finally:
-        ad_rules.STRIPPED_WEIGHTS.reset(token)
     graph = reversed_.graph
     seed = next(i.name for i in graph.input if i.name not in {v.name for v in work.graph.input})
     adjoints = [o.name for o in graph.output if o.name != info.logits]

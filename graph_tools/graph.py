@@ -1,9 +1,11 @@
-"""Small read/write helpers over a GraphProto: producers, consumers, constants, shapes, opset-aware nodes."""
+"""Small helpers over a GraphProto: producers, consumers, name checks, constants, shapes, opset-aware nodes."""
 from __future__ import annotations
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
+
+from .errors import GraphError
 
 
 def opset(model: onnx.ModelProto) -> int:
@@ -55,6 +57,34 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
             if name:
                 result.setdefault(name, []).append(node)
     return result
+
+
+def tensor_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name the graph defines: node outputs, graph inputs and initializers."""
+    return set(producers(graph)) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
+
+
+def check_produced(graph: onnx.GraphProto, names: list[str], inputs_too: bool = False) -> None:
+    """Refuse the first of `names` that no node of `graph` outputs (nor, with `inputs_too`, is a graph input)."""
+    made = set(producers(graph)) | ({i.name for i in graph.input} if inputs_too else set())
+    for name in names:
+        if name not in made:
+            raise GraphError(f"tensor {name!r} is not produced by this graph")
+
+
+def check_feeds(graph: onnx.GraphProto, names: list[str], logits: str, consequence: str = "") -> None:
+    """Refuse the first of `names` that `logits` is not computed from; `consequence` ends the message."""
+    feeding = ancestors(graph, [logits])
+    for name in names:
+        if name not in feeding:
+            raise GraphError(f"tensor {name!r} does not feed the logits {logits!r}{consequence}")
+
+
+def check_free(graph: onnx.GraphProto, reserved: set[str], kind: str) -> None:
+    """Refuse a graph that already has a tensor named like one `kind` graphs add (one would shadow the other)."""
+    clash = sorted(set(reserved) & tensor_names(graph))
+    if clash:
+        raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name {kind} graphs reserve")
 
 
 def constant_value(graph: onnx.GraphProto, name: str) -> np.ndarray | None:

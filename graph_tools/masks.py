@@ -96,10 +96,7 @@ def _prepared(model: onnx.ModelProto, info: ModelInfo) -> tuple[onnx.ModelProto,
     if logits in _RESERVED:  # "logits" is a common output name: keep it free for ours
         g.rename(graph, logits, logits + "::model")
         logits += "::model"
-    taken = set(g.producers(graph)) | {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    clash = sorted(_RESERVED & taken)
-    if clash:
-        raise GraphError(f"the graph already has a tensor named {clash[0]!r}, a name mask graphs reserve")
+    g.check_free(graph, _RESERVED, "mask")
     return result, logits
 
 
@@ -120,10 +117,8 @@ def pooled_by(model: onnx.ModelProto, layer: str) -> onnx.NodeProto | None:
 
 
 def _check_layer(model: onnx.ModelProto, info: ModelInfo, layer: str) -> None:
-    if layer not in g.producers(model.graph):
-        raise GraphError(f"tensor {layer!r} is not produced by this graph")
-    if layer not in g.ancestors(model.graph, [info.logits]):
-        raise GraphError(f"tensor {layer!r} does not feed the logits {info.logits!r}")
+    g.check_produced(model.graph, [layer])
+    g.check_feeds(model.graph, [layer], info.logits)
 
 
 def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = None) -> list[str]:

@@ -49,6 +49,15 @@ def test_expose_returns_intermediate_tensors():
         gt.expose(model, ["nope"])
 
 
+
+def test_graph_inputs_can_be_exposed_but_not_differentiated_as_layers():
+    # the one "not produced by this graph" check: expose counts graph inputs, a gradient layer must be computed
+    model = gt.make_batch_dynamic(onnx.load(str(ZOO["tinynet_batch1"].onnx_path())))
+    name = gt.inspect(model).input_name
+    assert [o.name for o in gt.expose(model, [name]).graph.output][-1] == name
+    with pytest.raises(gt.GraphError, match=f"tensor '{name}' is not produced by this graph"):
+        gt.add_gradients(model, [name])
+
 def _normalising_model(initializers_as_inputs: bool) -> onnx.ModelProto:
     """x (1,3,4,4) - mean.reshape(1,3,1,1), then view(1, 48): one batch-shaped Reshape, one that is not."""
     from onnx import TensorProto, helper, numpy_helper
