@@ -60,15 +60,14 @@ def cmd_explain(args) -> None:
         return explain_remote(args)
     from . import images
     from .explainer import Explainer
-    from .model_config import load_config
+    from .model import Model
 
     options = dict(_option(o) for o in args.option)
-    config = load_config(args.model)
-    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
+    config = Model(args.model)
+    explainer = Explainer(config, threads=args.threads, perturbation_budget=args.perturbation_budget)
     shown = images.fit(images.read(args.image), config.preprocessing)
     x = images.normalise(shown, config.preprocessing)
-    layers = args.layer or ([config.default_layer] if config.default_layer else None)
-    result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], layers,
+    result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], args.layer,
                                     args.fusion, **options)
     cam = result.maps[0]
     target = int(result.targets[0])
@@ -91,7 +90,7 @@ def cmd_evaluate(args) -> None:
     from .evaluation import Settings
     from .explainer import Explainer
     from .methods import METHODS
-    from .model_config import load_config
+    from .model import Model
     from .study import Study, run
 
     for flag, value, least in (("n", args.n, 1), ("batch", args.batch, 1), ("sanity", args.sanity, 0),
@@ -111,9 +110,9 @@ def cmd_evaluate(args) -> None:
         if not dot or method not in methods:
             raise BadRequest(f"--option takes METHOD.KEY=VALUE for one of {methods}, got {text!r}", "option")
         options.setdefault(method, {})[name] = value
-    config = load_config(args.model)
-    explainer = Explainer(config.path, threads=args.threads, max_batch=args.max_batch)
-    layers = args.layer or ([config.default_layer] if config.default_layer else None)
+    config = Model(args.model)
+    explainer = Explainer(config, threads=args.threads, perturbation_budget=args.perturbation_budget)
+    layers = args.layer
 
     def top1(x: np.ndarray) -> int:
         return int(explainer.predict(x).argmax())
@@ -126,8 +125,8 @@ def cmd_evaluate(args) -> None:
                              f"{explainer.info.spatial})", "dataset")
         labeller, labeller_config = explainer, config
         if args.label_model:
-            labeller_config = load_config(args.label_model)
-            labeller = Explainer(labeller_config.path, threads=args.threads)
+            labeller_config = Model(args.label_model)
+            labeller = Explainer(labeller_config, threads=args.threads)
         # an object alone is a photo crop of any size: the labelling model's full preprocessing applies
         scenes = synthetic_scenes(args.n, lambda rgb: int(labeller.predict(images.to_tensor(
             rgb, labeller_config.preprocessing)).argmax()), size, args.seed)
@@ -137,7 +136,8 @@ def cmd_evaluate(args) -> None:
         scenes = folder_scenes(args.dataset, config.preprocessing,
                                lambda fitted: top1(images.normalise(fitted, config.preprocessing)), limit=args.n)
         target = "label: from the boxes file, else the model's top-1 on the image"
-    settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed)
+    settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed,
+                        forward_batch=args.forward_batch)
     study = Study(methods, options, layers, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
     with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
         results = run(explainer, config, scenes, study, Path(args.out), target,
@@ -156,18 +156,25 @@ def cmd_serve(args) -> None:
     import asyncio
     import os
 
-    from .server.app import ServerConfig, limits, serve
-    config = ServerConfig(args.models, args.port, args.host, args.threads, args.workers, args.max_queue,
-                          args.max_batch, args.max_delay_ms, None if args.metrics_port < 0 else args.metrics_port,
-                          args.grace, os.environ.get(args.token_env) if args.token_env else None,
-                          args.tls_cert, args.tls_key, args.tls_client_ca, args.max_request_bytes,
-                          limits(args.max_image_bytes, args.max_image_pixels, args.max_images), args.log_level,
-                          args.max_connection_age, args.drain_delay)
+    from .server.app import Limits, ServerConfig, serve
+    config = ServerConfig(
+        models=args.models, port=args.port, host=args.host, threads=args.threads, workers=args.workers,
+        max_queue=args.max_queue, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port, metrics_host=args.metrics_host,
+        grace=args.grace, token=os.environ.get(args.token_env) if args.token_env else None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca,
+        max_request_bytes=args.max_request_bytes,
+        limits=Limits(args.max_image_bytes, args.max_image_pixels, args.max_images), log_level=args.log_level,
+        max_connection_age=args.max_connection_age, drain_delay=args.drain_delay, max_sessions=args.max_sessions,
+        perturbation_budget=args.perturbation_budget)
     if args.token_env and not config.token:
         raise BadRequest(f"--token-env {args.token_env}: that environment variable is empty or unset", "token")
     for flag in ("grace", "drain_delay", "max_connection_age"):
         if (getattr(args, flag) or 0) < 0:
             raise BadRequest(f"--{flag.replace('_', '-')} must not be negative", flag)
+    for flag in ("workers", "max_batch", "max_images", "max_sessions", "perturbation_budget"):
+        if getattr(args, flag) < 1:
+            raise BadRequest(f"--{flag.replace('_', '-')} must be at least 1", flag)
     if bool(args.tls_cert) != bool(args.tls_key):
         raise BadRequest("TLS needs both --tls-cert and --tls-key", "tls")
     asyncio.run(serve(config))
@@ -233,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.5)
     p.add_argument("--save-map", default=None, help="raw map as .npy")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=32,
+    p.add_argument("--perturbation-budget", type=int, default=32,
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.add_argument("--server", default=None, help="HOST:PORT of a camserve server; --model is then its model name")
     p.add_argument("--wait", type=float, default=60.0, help="with --server: seconds to wait for it to be healthy")
@@ -266,38 +273,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gallery", type=int, default=12, help="images shown in the report's gallery")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=32)
+    p.add_argument("--perturbation-budget", type=int, default=32,
+                   help="perturbation methods: at most this many images' worth of perturbed copies per run")
+    p.add_argument("--forward-batch", type=int, default=32, help="images per forward of the metrics' perturbed copies")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("serve", help="serve camserve.v1 over gRPC from a model repository")
+    from .server.app import default   # ServerConfig's: the one place the server's defaults are written
+    p = sub.add_parser("serve", help="serve camserve.v1 over gRPC from a model repository",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", default=str(DEFAULT_MODEL.parent), help="repository: DIR/<name>/<version>/model.onnx")
-    p.add_argument("--port", type=int, default=50051)
-    p.add_argument("--host", default="[::]")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per run")
-    p.add_argument("--workers", type=int, default=2, help="runs at once")
-    p.add_argument("--max-queue", type=int, default=64, help="requests waiting beyond --workers; more are refused "
-                   "with RESOURCE_EXHAUSTED")
-    p.add_argument("--max-batch", type=int, default=8, help="images per micro-batch of like requests (1: off)")
-    p.add_argument("--max-delay-ms", type=float, default=0.0, help="how long a micro-batch waits for company; "
-                   "with 0 it still gathers the requests that arrive while every run slot is busy")
-    p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (-1: none)")
-    p.add_argument("--grace", type=float, default=30.0, help="seconds calls in flight get after SIGTERM")
-    p.add_argument("--drain-delay", type=float, default=0.0, help="seconds after SIGTERM during which the "
-                   "server, NOT_SERVING, still refuses new calls with UNAVAILABLE (clients retry them elsewhere) "
-                   "before it stops listening; within --grace. Set it to how long your balancer takes to notice")
-    p.add_argument("--max-connection-age", type=float, default=None, help="seconds before each client connection "
-                   "is closed and reopened, so that clients balancing over DNS find replicas added since (off)")
+    p.add_argument("--port", type=int, default=default("port"), help="gRPC port (0: a free one)")
+    p.add_argument("--host", default=default("host"), help="gRPC address to listen on ([::]: every address)")
+    p.add_argument("--threads", type=int, default=default("threads"), help="ONNX Runtime threads per run")
+    p.add_argument("--workers", type=int, default=default("workers"), help="runs at once")
+    p.add_argument("--max-queue", type=int, default=default("max_queue"), help="requests waiting beyond "
+                   "--workers; more are refused with RESOURCE_EXHAUSTED")
+    p.add_argument("--max-batch", type=int, default=default("max_batch"),
+                   help="images per micro-batch of like requests (1: off)")
+    p.add_argument("--max-delay-ms", type=float, default=default("max_delay_ms"), help="how long a micro-batch "
+                   "waits for company; with 0 it still gathers the requests that arrive while every run slot is busy")
+    p.add_argument("--metrics-port", type=int, default=default("metrics_port"),
+                   help="Prometheus /metrics port (-1: none)")
+    p.add_argument("--metrics-host", default=default("metrics_host"),
+                   help="address /metrics listens on (None: --host's)")
+    p.add_argument("--grace", type=float, default=default("grace"), help="seconds calls in flight get after SIGTERM")
+    p.add_argument("--drain-delay", type=float, default=default("drain_delay"), help="seconds after SIGTERM during "
+                   "which the server, NOT_SERVING, still refuses new calls with UNAVAILABLE (clients retry them "
+                   "elsewhere) before it stops listening; within --grace. Set it to how long your balancer takes "
+                   "to notice")
+    p.add_argument("--max-connection-age", type=float, default=default("max_connection_age"),
+                   help="seconds before each client connection is closed and reopened, so that clients balancing "
+                   "over DNS find replicas added since (None: never)")
     p.add_argument("--token-env", default=None, metavar="VAR",
                    help="require `authorization: Bearer <token>` on every call but health; the token is read "
                    "from this environment variable (never from the command line, which `ps` shows)")
-    p.add_argument("--tls-cert", type=Path, default=None, help="server certificate (PEM) for TLS")
-    p.add_argument("--tls-key", type=Path, default=None, help="its private key (PEM)")
-    p.add_argument("--tls-client-ca", type=Path, default=None, help="mutual TLS: CA that signs client certificates")
-    p.add_argument("--max-request-bytes", type=int, default=64 << 20)
-    p.add_argument("--max-image-bytes", type=int, default=32 << 20)
-    p.add_argument("--max-image-pixels", type=int, default=None, help="default: 64 million")
-    p.add_argument("--max-images", type=int, default=256, help="images per request")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--tls-cert", type=Path, default=default("tls_cert"), help="server certificate (PEM) for TLS")
+    p.add_argument("--tls-key", type=Path, default=default("tls_key"), help="its private key (PEM)")
+    p.add_argument("--tls-client-ca", type=Path, default=default("tls_client_ca"),
+                   help="mutual TLS: CA that signs client certificates")
+    p.add_argument("--max-request-bytes", type=int, default=default("max_request_bytes"))
+    p.add_argument("--max-image-bytes", type=int, default=default("image_bytes"))
+    p.add_argument("--max-image-pixels", type=int, default=default("image_pixels"),
+                   help="decoded pixels per image, checked before decoding")
+    p.add_argument("--max-images", type=int, default=default("images_per_request"),
+                   help="maps per request: images, times k with top_k targets")
+    p.add_argument("--max-sessions", type=int, default=default("max_sessions"), help="ONNX Runtime sessions kept "
+                   "per model (each a copy of its weights), the least recently used evicted; layer sets and input "
+                   "sizes each take one")
+    p.add_argument("--perturbation-budget", type=int, default=default("perturbation_budget"),
+                   help="perturbation methods: at most this many images' worth of perturbed copies per run")
+    p.add_argument("--log-level", default=default("log_level"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=cmd_serve)
     return parser
 

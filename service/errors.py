@@ -7,3 +7,10 @@ class BadRequest(ValueError):
     def __init__(self, message: str, field: str = ""):
         super().__init__(message)
         self.field = field
+
+
+class OptionError(BadRequest):
+    """A method option out of its range or of the wrong kind (INVALID_ARGUMENT on `options`)."""
+
+    def __init__(self, message: str, field: str = "options"):
+        super().__init__(message, field)

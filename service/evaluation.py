@@ -10,8 +10,8 @@ import numpy as np
 from camserve.graph_tools import randomize as gr
 
 from .errors import BadRequest
-from .methods.base import softmax
 from .metrics import adcc, causal, confidence, localization, road, sanity
+from .numeric import count, softmax
 
 METRICS = ("average_drop", "increase_in_confidence", "average_gain", "coherency", "complexity", "adcc",
            "deletion_auc", "insertion_auc", "road", "arcc", "pointing_game", "energy_pointing_game",
@@ -29,6 +29,7 @@ class Settings:
     road_noise: float = 0.01
     tolerance: float = 15.0               # pointing game, in pixels
     seed: int = 0
+    forward_batch: int = 32               # images per forward of the metrics' perturbed copies
 
     def __post_init__(self):
         for name in ("deletion_baseline", "insertion_baseline"):
@@ -38,6 +39,7 @@ class Settings:
         if self.deletion_step is not None and (isinstance(self.deletion_step, bool) or self.deletion_step < 1):
             raise BadRequest(f"deletion_step must be a positive number of pixels, got {self.deletion_step!r}",
                              "deletion_step")
+        count(self.forward_batch, "forward_batch", "forward_batch")
         if not self.road_percentiles or any(not 0 < p < 100 for p in self.road_percentiles):
             raise BadRequest(f"road percentiles must lie in (0, 100), got {self.road_percentiles!r}",
                              "road_percentiles")
@@ -57,17 +59,16 @@ class Scores:
     options: dict = field(default_factory=dict)
 
 
-def class_probabilities(explainer, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Softmax probability of labels[i] on images[i], in runs of at most max_batch images."""
+def class_probabilities(explainer, images: np.ndarray, labels: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Softmax probability of labels[i] on images[i], in runs of at most `batch` images."""
     return np.concatenate(_grouped_probabilities(explainer, ((images[i:i + 1], int(labels[i]))
-                                                              for i in range(len(images)))))
+                                                              for i in range(len(images))), batch))
 
 
-def _grouped_probabilities(explainer, groups: Iterable[tuple[np.ndarray, int]]) -> list[np.ndarray]:
+def _grouped_probabilities(explainer, groups: Iterable[tuple[np.ndarray, int]], size: int = 32) -> list[np.ndarray]:
     """Per group (images (k, C, H, W), class) the class probabilities. Groups are packed into full runs
-    of max_batch images, so the device gets batches, never single images; the images of a run are
+    of `size` images, so the device gets batches, never single images; the images of a run are
     dropped once it ran, so memory holds one run's worth whatever the number of groups."""
-    size = explainer.max_batch
     pending, classes, probs, sizes = [], [], [], []
 
     def run(images: np.ndarray, owners: np.ndarray) -> None:
@@ -111,8 +112,9 @@ def score_maps(explainer, x: np.ndarray, labels: np.ndarray, boxes: list, maps: 
     explanation images; without them they are NaN."""
     labels = np.asarray(labels, np.int64)
     scores: dict[str, np.ndarray] = {}
-    y = class_probabilities(explainer, x, labels)
-    o = class_probabilities(explainer, confidence.explanation_images(x, maps), labels)
+    batch = settings.forward_batch
+    y = class_probabilities(explainer, x, labels, batch)
+    o = class_probabilities(explainer, confidence.explanation_images(x, maps), labels, batch)
     scores["average_drop"] = confidence.average_drop(y, o)
     scores["increase_in_confidence"] = confidence.increase_in_confidence(y, o)
     scores["average_gain"] = confidence.average_gain(y, o)
@@ -126,12 +128,12 @@ def score_maps(explainer, x: np.ndarray, labels: np.ndarray, boxes: list, maps: 
     for kind, start, finish in (("deletion", x, causal.baseline(x, settings.deletion_baseline)),
                                 ("insertion", causal.baseline(x, settings.insertion_baseline), x)):
         groups = ((causal.path(start[i], finish[i], ranks[i], step), labels[i]) for i in range(len(x)))
-        curves[kind] = np.stack(_grouped_probabilities(explainer, groups))
+        curves[kind] = np.stack(_grouped_probabilities(explainer, groups, batch))
         scores[f"{kind}_auc"] = causal.auc(curves[kind])
 
     groups = ((road.perturbed(x[i:i + 1], maps[i:i + 1], settings.road_percentiles, settings.road_noise,
                               settings.seed + i)[0], labels[i]) for i in range(len(x)))
-    scores["road"] = road.combined(y, np.stack(_grouped_probabilities(explainer, groups)))
+    scores["road"] = road.combined(y, np.stack(_grouped_probabilities(explainer, groups, batch)))
     scores["arcc"] = adcc.arcc(scores["coherency"], scores["complexity"], scores["road"])
 
     scores["pointing_game"] = localization.pointing_game(maps, boxes, settings.tolerance)
@@ -148,9 +150,10 @@ def sanity_check(explainer, x: np.ndarray, labels: np.ndarray, method: str, stag
     labels = np.asarray(labels, np.int64)
     maps = explainer.explain_full(x, method, labels, layers, **options).maps
     curve = []
-    for stage, (deepest, randomised) in enumerate(gr.cascade(explainer.model, stages), start=1):
-        broken = Explainer(gr.randomize(explainer.model, randomised, seed), explainer.runtime.providers,
-                           explainer.runtime.threads, explainer.max_batch)
+    graph = explainer.model.graph
+    for stage, (deepest, randomised) in enumerate(gr.cascade(graph, stages), start=1):
+        broken = Explainer(gr.randomize(graph, randomised, seed), explainer.runtime.providers,
+                           explainer.runtime.threads, explainer.perturbation_budget)
         other = broken.explain_full(x, method, labels, layers, **options).maps
         curve.append({"stage": stage, "layer": deepest, "layers_randomised": len(randomised),
                       "spearman": float(sanity.spearman(maps, other).mean()),

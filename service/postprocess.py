@@ -4,13 +4,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .numeric import minmax, softmax
+
 FUSIONS = ("mean", "max", "adaptive")
-
-
-def minmax(maps: np.ndarray, eps: float = 1e-7) -> np.ndarray:
-    """Per-image (x - min) / (eps + max(x - min)) over the trailing two axes (pytorch-grad-cam's rule)."""
-    maps = maps - maps.min(axis=(-2, -1), keepdims=True)
-    return maps / (eps + maps.max(axis=(-2, -1), keepdims=True))
 
 
 def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -49,9 +45,7 @@ def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray]
     elif how == "adaptive":
         if evidence is None:
             raise ValueError("adaptive fusion needs gradients at every layer")
-        e = np.stack(evidence, axis=1) / temperature         # (N, L)
-        weights = np.exp(e - e.max(axis=1, keepdims=True))
-        weights /= weights.sum(axis=1, keepdims=True)
+        weights = softmax(np.stack(evidence, axis=1) / temperature, axis=1)   # (N, L)
         fused = (weights[:, :, None, None] * stack).sum(axis=1)
     else:
         raise ValueError(f"unknown fusion {how!r}; choose one of {FUSIONS}")

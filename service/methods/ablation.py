@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, class_score, method, weighted_sum
+from ..errors import OptionError
+from ..runs import ChannelTail, Probed
+from .base import class_score, method, weighted_sum
 
 # A layer whose minimum is 0 is ablated with 0; any other with a value far below its minimum, so a
 # switched-off channel stays off after the layer (pytorch-grad-cam's AblationLayer).
@@ -29,12 +31,12 @@ def _fill(acts: np.ndarray, fill) -> np.ndarray:
         return np.where(lowest[:, None] == 0, 0, per_channel)[:, :, None].astype(np.float32)
     if isinstance(fill, (int, float)) and not isinstance(fill, bool) and np.isfinite(fill):
         return np.full((1, 1, 1), fill, np.float32)
-    raise ValueError(f"fill must be 'min-1e7', 'pytorch-grad-cam' or a finite number, got {fill!r}")
+    raise OptionError(f"fill must be 'min-1e7', 'pytorch-grad-cam' or a finite number, got {fill!r}")
 
 
-@method("ablationcam", needs=Needs(masks="channel"), options={"fill": "min-1e7"},
+@method("ablationcam", run=ChannelTail(), options={"fill": "min-1e7"},
         cost="1 forward + K runs of the network after the layer")
-def ablationcam(ev: Evidence, fill) -> np.ndarray:
+def ablationcam(ev: Probed, fill) -> np.ndarray:
     """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (S - S with channel k ablated) / S.
 
     fill: "min-1e7" (0 when the layer's minimum is 0, else min - 1e7: pytorch-grad-cam's stated rule),

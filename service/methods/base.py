@@ -1,110 +1,56 @@
-"""The method registry: each method is a small weight function that declares the graph run it needs."""
+"""The method registry: each method is a small numpy function over the evidence of the typed run it declares."""
 from __future__ import annotations
 
 import functools
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Needs:
-    """What one run of the rewritten graph must return for a method.
-
-    gradients: d score / d activation at the layers. layers: which tensors are the layers
-    ("target": the caller's; "bias": every biased Conv/BN output, FullGrad; "conv": every conv
-    block, Integrative CAM). input_gradient: d score / d input. classifier: the GAP+FC weights (CAM).
-    noisy_copies: the batch is expanded with noisy copies of the input (Smooth Grad-CAM++).
-    masks: the method perturbs through `Evidence.probe` ("channel" or "mosaic": the network after
-    the layer; "inputs": the whole network on masked images); layers "none": no layer at all (RISE).
-    """
-    gradients: bool = False
-    layers: str = "target"
-    input_gradient: bool = False
-    classifier: bool = False
-    noisy_copies: bool = False
-    masks: str = ""
-
-
-class Probe(Protocol):
-    """Batched perturbation runs for one request, chunked so memory stays bounded.
-
-    Scores are class_weights . logits per perturbed copy, (N, M); with logits=True the
-    (N, M, classes) logits instead. M is the masks axis of the arguments.
-    """
-    x: np.ndarray              # (N, C, H, W) the images, NCHW
-    rows: np.ndarray           # (N, classes) class weights, top-1 resolved
-
-    def channels(self, masks: np.ndarray, fill=0.0, logits: bool = False) -> np.ndarray:
-        """The network after the layer on A*m + fill*(1-m); masks (N|1, M, K), fill a scalar, (N,) per
-        image, or (N|1, M|1, K|1)."""
-
-    def mosaic(self, positions: np.ndarray, spread: np.ndarray, logits: bool = True) -> np.ndarray:
-        """The network after the layer on copies holding A[:, positions[m]] * spread[m, p] at each position p."""
-
-    def inputs(self, maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, normalise: bool = False,
-               eps: float = 0.0, scale=None, noise=None, baseline=None, logits: bool = False) -> np.ndarray:
-        """The network on x*m + baseline*(1-m), m = normalised(rows @ maps @ cols) * scale + noise.
-
-        maps (N|1, M, h, w); rows (H, h) or (M, H, h); cols (w, W) or (M, w, W); scale (N|1, M|1, 1, 1);
-        noise: an array broadcastable to (N|1, M, H, W) or a function (start, stop) -> the noise of
-        masks start..stop; baseline broadcastable to x.
-        """
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) of a batch of images."""
-
-
-@dataclass
-class Evidence:
-    """What a run produced for one layer, in numpy; fields a method did not ask for stay None."""
-    name: str
-    acts: np.ndarray | None                   # (N, K, h, w); (S+1, N, K, h, w) with noisy copies; None for FullGrad
-    grads: np.ndarray | None = None
-    class_weights: np.ndarray | None = None   # (N, classes), rows resolved (top-1 filled in)
-    logits: np.ndarray | None = None
-    classifier: np.ndarray | None = None      # (classes, K)
-    pre_grads: np.ndarray | None = None       # gradient at the pre-activation conv output
-    bias: np.ndarray | None = None            # (K,) bias of the layer's conv
-    probe: Probe | None = None                # perturbation runs at this layer (methods with `masks`)
-    extras: dict[str, np.ndarray] = field(default_factory=dict)   # by-products a method returns (class maps)
+from ..errors import OptionError
+from ..numeric import count, minmax, softmax
+from ..runs import Run
 
 
 @dataclass(frozen=True)
 class Method:
+    """A registered method: its function, the run kind whose evidence it reads, its options and defaults.
+
+    fn takes one layer's evidence (or, where the run is not per layer, the whole network's) and the
+    options it names, and returns the raw (N, h, w) map (or the final (N, H, W) maps).
+    """
     name: str
     fn: Callable[..., np.ndarray]
-    needs: Needs
-    options: dict[str, Any] = field(default_factory=dict)
-    per_layer: bool = True        # False: fn returns the final (N, H, W) maps itself
+    run: Run
+    options: dict[str, Any] = field(default_factory=dict)   # the method's and its run kind's, with defaults
     relu: bool = True             # ReLU before the per-layer min-max (pytorch-grad-cam >= 1.3.3)
     fusion: str = "mean"
     cost: str = "1 forward + 1 backward"
     doc: str = ""
     unbatched: bool = False       # draws random numbers for the whole batch at once: a neighbour changes its maps
+    cost_override: str | None = None
+
+    @property
+    def per_layer(self) -> bool:
+        """False: fn returns the final (N, H, W) maps itself."""
+        return self.run.per_layer
 
     @property
     def gradients(self) -> bool:
-        return self.needs.gradients
+        return self.run.gradients
 
     @property
     def batchable(self) -> bool:
         """Whether images may share a run with other requests' images and get the same maps as alone."""
-        return not (self.unbatched or self.needs.noisy_copies)
+        return self.run.batchable and not self.unbatched
 
     @property
     def cost_class(self) -> str:
         """"forward" (about one forward), "few_forwards", or "per_channel" (a forward per channel or mask)."""
-        needs = self.needs
-        if needs.masks == "inputs" and self.name != "groupcam":
-            return "per_channel"
-        if needs.masks or needs.noisy_copies or needs.layers in ("bias", "conv"):
-            return "few_forwards"
-        return "forward"
+        return self.cost_override or self.run.cost_class
 
-    def layer_map(self, evidence: "Evidence", options: dict[str, Any]) -> np.ndarray:
+    def layer_map(self, evidence, options: dict[str, Any]) -> np.ndarray:
         """The raw (N, h, w) map of one layer, passing the function only the options it declares."""
         accepted = _parameters(self.fn)
         return self.fn(evidence, **{k: v for k, v in options.items() if k in accepted}).astype(np.float32, copy=False)
@@ -113,7 +59,7 @@ class Method:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             valid = ", ".join(f"{k}={v!r}" for k, v in self.options.items()) or "none"
-            raise KeyError(f"method {self.name!r} has no option {unknown[0]!r}; its options: {valid}")
+            raise OptionError(f"method {self.name!r} has no option {unknown[0]!r}; its options: {valid}")
         return {**self.options, **{key: _checked(self.name, key, self.options[key], value)
                                    for key, value in options.items()}}
 
@@ -134,7 +80,7 @@ def _checked(method: str, key: str, default, value):
     else:
         ok, kind = isinstance(value, str), "text"
     if not ok:
-        raise TypeError(f"option {key!r} of {method!r} takes {kind}, got {value!r}")
+        raise OptionError(f"option {key!r} of {method!r} takes {kind}, got {value!r}")
     return value
 
 
@@ -146,17 +92,14 @@ def _parameters(fn: Callable) -> frozenset[str]:
     return frozenset(inspect.signature(fn).parameters)
 
 
-def method(name: str, needs: Needs, **spec) -> Callable:
+def method(name: str, run: Run, options: dict[str, Any] | None = None, cost_class: str | None = None,
+           **spec) -> Callable:
+    """Register fn as method `name`, reading the evidence of `run`; its options are the run kind's and its own."""
     def register(fn: Callable) -> Callable:
-        METHODS[name] = Method(name, fn, needs, doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
+        METHODS[name] = Method(name, fn, run, {**run.options, **(options or {})}, cost_override=cost_class,
+                               doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
         return fn
     return register
-
-
-def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
 
 
 def class_score(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -170,18 +113,11 @@ def class_probability(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def minmax_channels(acts: np.ndarray, eps: float, axes: tuple[int, ...] = (2, 3)) -> np.ndarray:
-    """(A - min) / (max(A - min) + eps) over `axes` (per channel of (N, K, h, w) by default); a
-    constant slice becomes 0."""
-    shifted = acts - acts.min(axis=axes, keepdims=True)
-    top = shifted.max(axis=axes, keepdims=True) + eps
-    return np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
+    """numeric.minmax per channel of (N, K, h, w) by default."""
+    return minmax(acts, eps, axes)
 
 
-def count_option(value, name: str) -> int:
-    """An option that must be an integer >= 1, or a ValueError naming it."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return int(value)
+count_option = count   # an option that must be an integer >= 1
 
 
 def weighted_sum(acts: np.ndarray, weights: np.ndarray) -> np.ndarray:

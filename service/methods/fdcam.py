@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, class_score, method, minmax_channels, weighted_sum
+from ..errors import OptionError
+from ..runs import ChannelTail, ProbedGradients
+from .base import class_score, method, minmax_channels, weighted_sum
 
 
 def similarity_groups(acts: np.ndarray, threshold: float) -> np.ndarray:
@@ -27,16 +29,16 @@ def similarity_groups(acts: np.ndarray, threshold: float) -> np.ndarray:
     return cosine > cut[..., None]
 
 
-@method("fdcam", needs=Needs(gradients=True, masks="channel"), options={"threshold": 0.95, "relu": False},
+@method("fdcam", run=ChannelTail(with_gradients=True), options={"threshold": 0.95, "relu": False},
         relu=False, cost="1 forward + 1 backward + 2K runs of the network after the layer")
-def fdcam(ev: Evidence, threshold: float) -> np.ndarray:
+def fdcam(ev: ProbedGradients, threshold: float) -> np.ndarray:
     """FD-CAM (official code): w = exp(minmax(s_on + s_off)) * minmax(mean grad) - 0.5.
 
     s_on[p] is the score with only p's similarity group kept, s_off[p] the drop with it removed.
     Like grad-cam 1.3.2, which the official code pins, no ReLU before the min-max (relu=True adds it).
     """
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+        raise OptionError(f"threshold must be in [0, 1], got {threshold!r}")
     acts = ev.acts
     k = acts.shape[1]
     on = similarity_groups(acts, threshold)

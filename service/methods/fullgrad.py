@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..postprocess import minmax, resize
-from .base import Needs, method
+from ..numeric import minmax
+from ..postprocess import resize
+from ..runs import FullGradients, WholeNetwork
+from .base import method
 
 
 def _channel_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -16,9 +18,8 @@ def _channel_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resize(minmax(maps.astype(np.float32, copy=False)).sum(axis=1), size)
 
 
-@method("fullgrad", needs=Needs(gradients=True, layers="bias", input_gradient=True), per_layer=False,
-        cost="1 forward + 1 full backward")
-def fullgrad(run) -> np.ndarray:
+@method("fullgrad", run=FullGradients(), cost="1 forward + 1 full backward")
+def fullgrad(run: WholeNetwork) -> np.ndarray:
     """FullGrad: |x * dS/dx| plus |b * dS/dz| at every biased conv/BN output (target layers are ignored)."""
     size = run.x.shape[-2:]
     total = _channel_maps(np.abs(run.input_grad * run.x), size)

@@ -5,14 +5,16 @@ import math
 
 import numpy as np
 
-from .base import Evidence, Needs, class_probability, count_option, method, minmax_channels
+from ..errors import OptionError
+from ..runs import InputMasks, ProbedGradients
+from .base import class_probability, count_option, method, minmax_channels
 from .resample import gaussian_blur, upsample, upsampling
 
 
-@method("groupcam", needs=Needs(gradients=True, masks="inputs"),
+@method("groupcam", run=InputMasks(with_gradients=True), cost_class="few_forwards",
         options={"groups": 32, "percentile": 70.0, "blur_kernel": 51, "blur_sigma": 50.0},
         cost="1 forward + 1 backward + (groups + 1) forwards")
-def groupcam(ev: Evidence, groups: int, percentile: float, blur_kernel: int, blur_sigma: float) -> np.ndarray:
+def groupcam(ev: ProbedGradients, groups: int, percentile: float, blur_kernel: int, blur_sigma: float) -> np.ndarray:
     """Group-CAM (official code, wofmanaf/Group-CAM cam/groupcam.py).
 
     Groups are torch.chunk's contiguous runs of channels of alpha_k * A_k; each group map is ReLU'd,
@@ -21,9 +23,9 @@ def groupcam(ev: Evidence, groups: int, percentile: float, blur_kernel: int, blu
     """
     groups = count_option(groups, "groups")
     if not 0 <= percentile <= 100:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
+        raise OptionError(f"percentile must be in [0, 100], got {percentile!r}")
     if count_option(blur_kernel, "blur_kernel") % 2 == 0 or not 0 < blur_sigma < float("inf"):
-        raise ValueError(f"blur_kernel must be odd and blur_sigma a finite number > 0, got {blur_kernel!r} "
+        raise OptionError(f"blur_kernel must be odd and blur_sigma a finite number > 0, got {blur_kernel!r} "
                          f"and {blur_sigma!r}")
     acts, probe = ev.acts, ev.probe
     weighted = ev.grads.mean(axis=(2, 3), keepdims=True) * acts

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, method, weighted_sum
+from ..errors import OptionError
+from ..numeric import softmax
+from ..runs import ConvBlock, ConvBlocks
+from .base import method, weighted_sum
 from .gradient import plusplus_weights
 
 
@@ -17,18 +20,17 @@ def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndar
     if score == "exp":
         return np.ones(len(logits), np.float32)
     if score != "softmax":
-        raise ValueError(f"score must be 'exp' or 'softmax', got {score!r}")
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    p = (e / e.sum(axis=1, keepdims=True))[np.arange(len(logits)), class_weights.argmax(axis=1)]
+        raise OptionError(f"score must be 'exp' or 'softmax', got {score!r}")
+    p = softmax(logits, 1)[np.arange(len(logits)), class_weights.argmax(axis=1)]
     denominator = 1 - 2 * p
     denominator = np.where(np.abs(denominator) < 1e-3, np.copysign(1e-3, denominator), denominator)
     return ((1 - 6 * p + 6 * p ** 2) / denominator).astype(np.float32)
 
 
-@method("integrative", needs=Needs(gradients=True, layers="conv"), fusion="adaptive",
+@method("integrative", run=ConvBlocks(), fusion="adaptive",
         options={"score": "exp", "temperature": 1.0, "tanh": False},
         cost="1 forward + 1 full backward")
-def integrative(ev: Evidence, score: str = "exp", temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
+def integrative(ev: ConvBlock, score: str = "exp", temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
     """Integrative CAM (reconstruction): generalised-alpha weights plus a bias term, at every conv layer."""
     r = _ratio(score, ev.logits, ev.class_weights)[:, None, None, None]
     weights = plusplus_weights(ev.acts, ev.grads, r)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Evidence, Needs, method, softmax
+from ..numeric import softmax
+from ..runs import MosaicTail, Probed
+from .base import method
 
 GAUSSIAN = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 16
 
@@ -23,9 +25,9 @@ def spread(h: int, w: int, gaussian: bool) -> np.ndarray:
     return rows.reshape(h * w, h * w)
 
 
-@method("reciprocam", needs=Needs(masks="mosaic"), options={"gaussian": False}, relu=False,
+@method("reciprocam", run=MosaicTail(), options={"gaussian": False}, relu=False,
         cost="1 forward + 1 run of the network after the layer on h*w copies")
-def reciprocam(ev: Evidence, gaussian: bool) -> np.ndarray:
+def reciprocam(ev: Probed, gaussian: bool) -> np.ndarray:
     """Recipro-CAM (Byun & Lee): softmax probability of each single-position copy, min-max over the map.
 
     Every class comes out of the same run: `extras["class_maps"]` holds (N, classes, h, w).

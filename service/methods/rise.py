@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..postprocess import minmax
-from .base import Needs, class_probability, class_score, count_option, method
+from ..errors import OptionError
+from ..numeric import minmax
+from ..runs import InputMasks, WholeNetwork
+from .base import class_probability, class_score, count_option, method
 from .resample import rise_masks
 
 CHUNK = 256
 
 
-@method("rise", needs=Needs(masks="inputs", layers="none"), per_layer=False,
+@method("rise", run=InputMasks(at_layers=False),
         options={"masks": 2000, "cells": 8, "probability": 0.5, "seed": 0, "scores": "softmax"},
         cost="`masks` forwards")
-def rise(run, masks: int, cells: int, probability: float, seed: int, scores: str) -> np.ndarray:
+def rise(run: WholeNetwork, masks: int, cells: int, probability: float, seed: int, scores: str) -> np.ndarray:
     """RISE (Petsiuk et al. 2018, official code): sum_i f(x * M_i) M_i / (N p) with seeded masks.
 
     Defaults follow the official Easy_start notebook (2000 masks, 8 x 8 cells, p = 0.5); scores are
@@ -21,9 +23,9 @@ def rise(run, masks: int, cells: int, probability: float, seed: int, scores: str
     """
     masks, cells = count_option(masks, "masks"), count_option(cells, "cells")
     if not 0 < probability <= 1:
-        raise ValueError(f"probability must be in (0, 1], got {probability!r}")
+        raise OptionError(f"probability must be in (0, 1], got {probability!r}")
     if scores not in ("softmax", "logits"):
-        raise ValueError(f"scores must be 'softmax' or 'logits', got {scores!r}")
+        raise OptionError(f"scores must be 'softmax' or 'logits', got {scores!r}")
     probe = run.probe
     size = probe.x.shape[2:]
     grids, rows, cols = rise_masks(masks, cells, probability, size, seed)

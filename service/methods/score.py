@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import (Evidence, Needs, class_probability, class_score, count_option, method, minmax_channels, softmax,
+from ..errors import OptionError
+from ..runs import InputMasks, Probed
+from .base import (class_probability, class_score, count_option, method, minmax_channels, softmax,
                    weighted_sum)
 from .resample import upsample, upsampling
 
 VARIANTS = ("pytorch-grad-cam", "official", "torchcam", "torchcam_v0_2")
-INPUTS = Needs(masks="inputs")
+INPUTS = InputMasks()
 
 
-@method("scorecam", needs=INPUTS, options={"variant": "pytorch-grad-cam"}, cost="1 forward + K masked forwards")
-def scorecam(ev: Evidence, variant: str) -> np.ndarray:
+@method("scorecam", run=INPUTS, options={"variant": "pytorch-grad-cam"}, cost="1 forward + K masked forwards")
+def scorecam(ev: Probed, variant: str) -> np.ndarray:
     """Score-CAM: each channel, upsampled and min-max normalised, masks the input; its score weighs the channel.
 
     Variants (methods.md 3.12): pytorch-grad-cam (align-corners upsampling, normalise after, softmax
@@ -38,7 +40,7 @@ def scorecam(ev: Evidence, variant: str) -> np.ndarray:
         probs = class_probability(_masked(probe, acts, rows, cols, normalise=True, logits=True), probe.rows)
         probs[acts.max(axis=(2, 3)) == acts.min(axis=(2, 3))] = 0.0
         return upsample(weighted_sum(acts, probs), rows, cols)   # sum_k p_k U(A_k) = U(sum_k p_k A_k)
-    raise ValueError(f"unknown Score-CAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    raise OptionError(f"unknown Score-CAM variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 
 def _masked(probe, maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, **options) -> np.ndarray:
@@ -57,13 +59,13 @@ def _masked(probe, maps: np.ndarray, rows: np.ndarray, cols: np.ndarray, **optio
     return result
 
 
-def _baseline(ev: Evidence) -> np.ndarray:
+def _baseline(ev: Probed) -> np.ndarray:
     return class_score(ev.logits, ev.class_weights)[:, None]
 
 
-@method("sscam", needs=INPUTS, options={"samples": 35, "std": 2.0, "seed": 0, "noise": None},
+@method("sscam", run=INPUTS, options={"samples": 35, "std": 2.0, "seed": 0, "noise": None},
         cost="1 forward + samples x K masked forwards", unbatched=True)
-def sscam(ev: Evidence, samples: int, std: float, seed: int, noise) -> np.ndarray:
+def sscam(ev: Probed, samples: int, std: float, seed: int, noise) -> np.ndarray:
     """SS-CAM (torchcam 0.5): Score-CAM gains averaged over Gaussian noise added to the upsampled masks.
 
     noise: None draws N(0, std^2) per channel from `seed`; an array (samples, N, K, H, W) replays a
@@ -74,13 +76,13 @@ def sscam(ev: Evidence, samples: int, std: float, seed: int, noise) -> np.ndarra
         noise = np.asarray(noise, np.float32)
         want = (acts.shape[0], acts.shape[1], *probe.x.shape[2:])
         if noise.ndim != 5 or noise.shape[1:] != want or not np.isfinite(noise).all():
-            raise ValueError(f"noise must be finite, with shape (samples, {', '.join(map(str, want))}); "
+            raise OptionError(f"noise must be finite, with shape (samples, {', '.join(map(str, want))}); "
                              f"got {noise.shape}")
         count = len(noise)
     else:
         count = count_option(samples, "samples")
         if not 0 <= std < float("inf"):
-            raise ValueError(f"std must be a finite number >= 0, got {std!r}")
+            raise OptionError(f"std must be a finite number >= 0, got {std!r}")
     masks = minmax_channels(acts, 1e-8)
     rows, cols = upsampling(acts.shape[2:], probe.x.shape[2:], False)
     total = np.zeros(acts.shape[:2], np.float64)
@@ -102,8 +104,8 @@ def _seeded_noise(seed: int, sample: int, std: float, shape: tuple):
     return draw
 
 
-@method("iscam", needs=INPUTS, options={"samples": 10}, cost="1 forward + samples x K masked forwards")
-def iscam(ev: Evidence, samples: int) -> np.ndarray:
+@method("iscam", run=INPUTS, options={"samples": 10}, cost="1 forward + samples x K masked forwards")
+def iscam(ev: Probed, samples: int) -> np.ndarray:
     """IS-CAM (torchcam 0.5): Score-CAM gains averaged over masks scaled by the cumulative sum of i/N."""
     acts, probe = ev.acts, ev.probe
     count = count_option(samples, "samples")

@@ -18,7 +18,7 @@ CONFIG = load_config("models/mobilenet_v2")
 
 @pytest.fixture(scope="module")
 def explainer():
-    return Explainer(CONFIG.path, threads=2, max_batch=8)
+    return Explainer(CONFIG.path, threads=2, perturbation_budget=8)
 
 
 @pytest.fixture(scope="module")

@@ -218,14 +218,14 @@ def test_integrative_layer_map_is_plusplus_weights_plus_the_bias_term(get_explai
     sum_k b_k dS/dz_k at the pre-activation conv output z, with the conv's (BN-folded) bias."""
     from camserve import graph_tools as gt
     explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
-    blocks = explainer._conv_blocks
+    blocks = explainer.model.conv_blocks
     linear = [post for post, (pre, _) in blocks.items() if pre == post][-1]      # a linear-bottleneck conv
     clipped = [post for post, (pre, _) in blocks.items() if pre != post][-1]     # conv -> BN -> ReLU6
     for layer in (linear, clipped):
         pre, bias = blocks[layer]
         integ = explainer.explain_full(x, "integrative", layers=[layer]).layer_maps[layer]
         plus = explainer.explain_full(x, "gradcam++", layers=[layer]).layer_maps[layer]
-        grads = explainer._gradients([pre], x, np.zeros((2, 1000), np.float32), False)[gt.GRAD_PREFIX + pre]
+        grads = explainer._context.gradients([pre], x, np.zeros((2, 1000), np.float32))[gt.GRAD_PREFIX + pre]
         bias_term = np.einsum("k,nkhw->nhw", bias, grads)
         assert np.abs(bias_term).max() > 1e-6
         np.testing.assert_allclose(integ, plus + bias_term, rtol=1e-4, atol=1e-6)

@@ -45,10 +45,10 @@ def test_a_batch_equals_one_call_per_image(method, get_explainer, get_inputs):
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam", "fdcam", "reciprocam"])
 def test_chunking_bounds_the_batch_and_changes_nothing(method, get_inputs):
     x = get_inputs(TINY)[:1]
-    whole, tiny = Explainer(ZOO[TINY].onnx_path(), threads=2), Explainer(ZOO[TINY].onnx_path(), threads=2, max_batch=1)
+    whole, tiny = Explainer(ZOO[TINY].onnx_path(), threads=2), Explainer(ZOO[TINY].onnx_path(), threads=2, perturbation_budget=1)
     runs_whole, runs_tiny = _perturbation_runs(whole), _perturbation_runs(tiny)
     np.testing.assert_allclose(whole.explain(x, method), tiny.explain(x, method), atol=1e-5)
-    # one batched run of every copy with the default budget; one image's worth per run at max_batch=1
+    # one batched run of every copy with the default budget; one image's worth per run at perturbation_budget=1
     assert len(runs_whole) == 1
     assert len(runs_tiny) > len(runs_whole)
 
@@ -61,7 +61,7 @@ def test_ablation_before_global_pooling_is_one_run(get_explainer):
 
 
 def test_reciprocam_gives_every_class_from_the_same_run(get_inputs):
-    explainer, x = Explainer(ZOO[TINY].onnx_path(), threads=2, max_batch=64), get_inputs(TINY)
+    explainer, x = Explainer(ZOO[TINY].onnx_path(), threads=2, perturbation_budget=64), get_inputs(TINY)
     runs = _perturbation_runs(explainer)
     result = explainer.explain_full(x, "reciprocam")
     assert len(runs) == 1 and result.class_maps.shape == (len(x), 10, 8, 8)
@@ -104,9 +104,9 @@ def test_bad_options_are_refused_and_the_explainer_keeps_working(method, options
     assert explainer.explain(x, method).shape == (len(x), 32, 32)
 
 
-def test_max_batch_must_be_positive():
-    with pytest.raises(BadRequest, match="max_batch"):
-        Explainer(ZOO[TINY].onnx_path(), max_batch=0)
+def test_perturbation_budget_must_be_positive():
+    with pytest.raises(BadRequest, match="perturbation_budget"):
+        Explainer(ZOO[TINY].onnx_path(), perturbation_budget=0)
 
 
 RSS_LIMIT_GB = 2.5   # measured 1.42 GB on the 2-core CI-like VM

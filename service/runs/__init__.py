@@ -1,0 +1,15 @@
+"""Typed run kinds: each owns its graphs (built through graph_tools), its session keys, its run and the
+evidence it hands a method. A method declares one; the Explainer only calls it."""
+from .base import (Activations, BiasGradient, Classified, Context, ConvBlock, NoisyGradients, Probed, ProbedGradients,
+                   Result, Run, WholeNetwork, WithGradients, top1)
+from .forward import Classifier, Forward
+from .gradients import ConvBlocks, FullGradients, Gradients
+from .inputs import InputMasks
+from .noisy import NoisyCopies, noisy_copies
+from .probe import Probe
+from .tails import ChannelTail, MosaicTail
+
+__all__ = ["Activations", "BiasGradient", "ChannelTail", "Classified", "Classifier", "Context", "ConvBlock",
+           "ConvBlocks", "Forward", "FullGradients", "Gradients", "InputMasks", "MosaicTail", "NoisyCopies",
+           "NoisyGradients", "Probe", "Probed", "ProbedGradients", "Result", "Run", "WholeNetwork", "WithGradients",
+           "noisy_copies", "top1"]

@@ -1,0 +1,173 @@
+"""What every run kind shares: the context it runs in, the evidence types it hands a method, and the result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+
+from camserve import graph_tools as gt
+
+from ..errors import BadRequest
+from ..model import Model
+from ..runtime import Runtime
+
+
+@dataclass
+class Context:
+    """What a run gets: the model, the runtime owning its sessions, and the perturbation budget (at most
+    `budget` images' worth of perturbed tensors per run). Never the Explainer: runs only look down."""
+    model: Model
+    runtime: Runtime
+    budget: int = 32
+
+    @property
+    def info(self) -> gt.ModelInfo:
+        return self.model.info
+
+    def forward(self, tensors: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+        """The logits and `tensors` of one plain run (an empty list: logits only)."""
+        key = ("forward", tuple(tensors))
+        build = lambda: gt.expose(self.model.graph, [self.info.logits, *tensors])  # noqa: E731
+        return self.runtime.run(key, build, {self.info.input_name: self.model.feed(x)})
+
+    def warm(self) -> None:
+        """Build the plain session now, so that the runtime's providers tell the truth from the start."""
+        self.runtime.session(("forward", ()), lambda: gt.expose(self.model.graph, [self.info.logits]))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        return self.forward([], x)[self.info.logits]
+
+    def gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool = False,
+                  shown: list[str] | None = None) -> dict[str, np.ndarray]:
+        """One run of the gradient graph seeded by `rows`: logits, d(rows . logits)/d layer for every layer,
+        the activations of `shown` (default: the layers) and, with input_gradient, d/d input (NCHW)."""
+        size, base = self._base(x)
+        shown = tuple(layers if shown is None else shown)
+        key = ("gradients", tuple(layers), input_gradient, shown, *size)
+        build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info)  # noqa: E731
+        out = self.runtime.run(key, build, {self.info.input_name: self.model.feed(x), gt.CLASS_WEIGHTS: rows})
+        out[self.info.logits] = out[gt.LOGITS]
+        grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
+        if grad_x is not None and self.info.layout == "NHWC":
+            out[gt.GRAD_PREFIX + self.info.input_name] = grad_x.transpose(0, 3, 1, 2)
+        return out
+
+    def _base(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
+        """The graph to differentiate for this input, and its cache-key part: models with symbolic H
+        and W get a static-size copy per input size (transposed convolutions need static sizes)."""
+        if all(isinstance(d, int) for d in self.info.spatial):
+            return (), lambda: self.model.graph
+        size = tuple(x.shape[2:])
+        return (size,), lambda: gt.fix_spatial_size(self.model.graph, *size, self.info)
+
+
+# -- evidence: what a run hands a method, one type per run kind ---------------------------------------
+@dataclass(kw_only=True)
+class Activations:
+    """One layer after a plain forward."""
+    name: str
+    acts: np.ndarray                # (N, K, h, w)
+    class_weights: np.ndarray       # (N, classes), top-1 filled in
+    logits: np.ndarray              # (N, classes)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)   # by-products a method returns (class maps)
+
+
+@dataclass(kw_only=True)
+class Classified(Activations):
+    classifier: np.ndarray          # (classes, K): the GAP + FC weights after the layer
+
+
+@dataclass(kw_only=True)
+class WithGradients(Activations):
+    grads: np.ndarray               # d score / d acts, like acts
+
+    def fusion_evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (acts, grads) adaptive fusion weighs this layer by."""
+        return self.acts, self.grads
+
+
+@dataclass(kw_only=True)
+class ConvBlock(WithGradients):
+    pre_grads: np.ndarray           # d score / d the block's pre-activation conv output
+    bias: np.ndarray                # (K,) that conv's bias
+
+
+@dataclass(kw_only=True)
+class NoisyGradients(WithGradients):
+    """acts and grads with a leading copies axis (S+1, N, K, h, w): the clean batch first."""
+
+    def fusion_evidence(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.acts[0], self.grads[0]
+
+
+@dataclass(kw_only=True)
+class Probed(Activations):
+    probe: Any                      # a runs.probe.Probe at this layer
+
+
+@dataclass(kw_only=True)
+class ProbedGradients(WithGradients):
+    probe: Any
+
+
+@dataclass(kw_only=True)
+class BiasGradient:
+    name: str
+    grads: np.ndarray               # d score / d the biased output
+    bias: np.ndarray                # (K,)
+
+
+@dataclass(kw_only=True)
+class WholeNetwork:
+    """Evidence of a whole-model method (per_layer=False): the input, its gradient, bias gradients, a probe."""
+    x: np.ndarray
+    logits: np.ndarray
+    class_weights: np.ndarray
+    input_grad: np.ndarray | None = None
+    layers: list[BiasGradient] = field(default_factory=list)
+    probe: Any = None
+
+
+@dataclass
+class Result:
+    """A run's output: the logits, the class rows with every top-1 resolved, the evidence."""
+    logits: np.ndarray
+    rows: np.ndarray
+    evidence: list[Activations] | WholeNetwork
+
+
+class Run:
+    """A run kind: how to get a method's evidence out of the model.
+
+    Subclasses say which layers they explain (`layers`), what they return (`__call__`), whether images
+    of different requests may share a run (`batchable`), their cost class, whether their evidence has
+    gradients (adaptive fusion), whether they hand one evidence per layer, and the options they read.
+    """
+    batchable = True
+    cost_class = "forward"
+    gradients = False
+    per_layer = True
+    target_layers = True   # explains the caller's target layers (default: the model's default layer)
+    options: dict[str, Any] = {}
+
+    def layers(self, model: Model, requested: list[str] | None) -> list[str]:
+        return model.target_layers(requested)
+
+    def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
+        raise NotImplementedError
+
+
+def top1(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Rows with every all-zero row (this image's top-1) made the one-hot of its argmax."""
+    rows = rows.copy()
+    empty = ~rows.any(axis=1)
+    rows[empty, logits[empty].argmax(axis=1)] = 1.0
+    return rows
+
+
+def single_layer(name: str, layers: list[str]) -> list[str]:
+    if len(layers) != 1:
+        raise BadRequest(f"{name} explains one layer, the one feeding the classifier; got {len(layers)}", "layers")
+    return layers
