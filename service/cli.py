@@ -278,7 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forward-batch", type=int, default=32, help="images per forward of the metrics' perturbed copies")
     p.set_defaults(func=cmd_evaluate)
 
-    from .server.app import default   # ServerConfig's: the one place the server's defaults are written
+    # ServerConfig's defaults: the one place the server's are written
+    from .server.app import default
+
     p = sub.add_parser("serve", help="serve camserve.v1 over gRPC from a model repository",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--models", default=str(DEFAULT_MODEL.parent), help="repository: DIR/<name>/<version>/model.onnx")

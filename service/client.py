@@ -56,7 +56,8 @@ def channel_options(max_request_bytes: int = 64 << 20) -> dict:
 class Client:
     """`Client("host:50051").explain(["cat.png"], "gradcam")` -> the ExplainResponse; `maps(response)`
     turns its raw maps into (H, W) float32 arrays. With `ca`, the channel is TLS (with `cert` and `key`,
-    mutual TLS); with `token`, every call carries `authorization: Bearer <token>`. The target may name many
+    mutual TLS); with `token`, every call carries `authorization: Bearer <token>`; a call given a `request_id`
+    carries it as `x-request-id`, which the server logs and returns (else it makes one). The target may name many
     replicas (`dns:///camserve-headless:50051`, `ipv4:10.0.0.1:50051,10.0.0.2:50051`): calls are balanced
     over them and retried on another when one fails (`channel_options`; `options` add to or override it)."""
 
@@ -106,17 +107,24 @@ class Client:
         return request
 
     def explain(self, images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
-                layers: list[str] | None = None, overlay: bool = False, **options) -> pb.ExplainResponse:
+                layers: list[str] | None = None, overlay: bool = False, request_id: str | None = None,
+                **options) -> pb.ExplainResponse:
         """One Explain call; keyword arguments as `request` takes them."""
         return self.stub.Explain(Client.request(images, method, model, targets, layers, overlay, **options),
-                                 timeout=self.timeout, metadata=self.metadata)
+                                 timeout=self.timeout, metadata=self._metadata(request_id))
 
-    def explain_stream(self, requests):
-        """ExplainStream: an iterable of ExplainRequest in, the responses out, in order."""
-        return self.stub.ExplainStream(iter(requests), timeout=self.timeout, metadata=self.metadata)
+    def explain_stream(self, requests, request_id: str | None = None):
+        """ExplainStream: an iterable of ExplainRequest in, the responses out, in order (a response whose
+        request names no request_id gets the call's)."""
+        return self.stub.ExplainStream(iter(requests), timeout=self.timeout, metadata=self._metadata(request_id))
 
-    def evaluate(self, request: pb.EvaluateRequest) -> pb.EvaluateResponse:
-        return self.stub.Evaluate(request, timeout=self.timeout, metadata=self.metadata)
+    def evaluate(self, request: pb.EvaluateRequest, request_id: str | None = None) -> pb.EvaluateResponse:
+        return self.stub.Evaluate(request, timeout=self.timeout, metadata=self._metadata(request_id))
+
+    def _metadata(self, request_id: str | None) -> tuple | None:
+        if not request_id:
+            return self.metadata
+        return (*(self.metadata or ()), ("x-request-id", request_id))
 
     @staticmethod
     def maps(response: pb.ExplainResponse) -> list[list[np.ndarray]]:

@@ -1,6 +1,7 @@
-"""The only place that creates ONNX Runtime sessions: provider choice, threads, and the session cache."""
+"""The only place that creates ONNX Runtime sessions: provider choice, threads, and the bounded session cache."""
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
 import threading
@@ -16,6 +17,9 @@ RUN_OPTIONS: contextvars.ContextVar[ort.RunOptions | None] = contextvars.Context
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
+# sessions a Runtime keeps (one model's): each holds a copy of the weights (MobileNetV2: about 30 MB), and the
+# keys hold layers and input sizes that callers choose, so an unbounded cache grows with every new choice
+MAX_SESSIONS = 16
 
 
 def probe_model() -> onnx.ModelProto:
@@ -49,12 +53,22 @@ def default_providers() -> list:
 
 
 class Runtime:
-    """Sessions built once per key (graph kind + layers) and reused; safe to share between threads."""
+    """Sessions built once per key (graph kind + layers) and reused; safe to share between threads.
 
-    def __init__(self, providers: list[str] | None = None, threads: int | None = None):
+    At most `max_sessions` are kept, the least recently used going first, except the first one built:
+    the Explainer builds its plain forward graph first (in its constructor), and every predict and
+    top-1 resolution runs it. A run holds its own reference, so evicting a session another thread is
+    running on only drops the cache's: the session is freed when that run ends.
+    """
+
+    def __init__(self, providers: list[str] | None = None, threads: int | None = None,
+                 max_sessions: int = MAX_SESSIONS):
+        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+            raise ValueError(f"max_sessions must be an integer >= 1, got {max_sessions!r}")
         self.requested = list(providers) if providers else default_providers()
-        self.threads = threads
-        self._sessions: dict[tuple, ort.InferenceSession] = {}
+        self.threads, self.max_sessions = threads, max_sessions
+        self._sessions: collections.OrderedDict[tuple, ort.InferenceSession] = collections.OrderedDict()
+        self._kept: tuple | None = None   # the first key built: never evicted
         self._lock = threading.Lock()
         self._building: dict[tuple, threading.Lock] = {}
         self.providers: list[str] = []
@@ -74,26 +88,51 @@ class Runtime:
         return options
 
     def session(self, key: tuple, build: Callable[[], onnx.ModelProto]) -> ort.InferenceSession:
-        session = self._sessions.get(key)
+        session = self._cached(key)
         if session is not None:
             return session
         with self._lock:  # one build lock per key: building one graph never blocks cached ones
             key_lock = self._building.setdefault(key, threading.Lock())
-        with key_lock:
+        try:
+            with key_lock:
+                session = self._cached(key)
+                if session is None:
+                    model = build()
+                    session = ort.InferenceSession(model.SerializeToString(), self._options(),
+                                                   providers=self.requested)
+                    # ORT lists CUDA as available even without its libraries and silently falls back
+                    self.providers = session.get_providers()
+                    self._store(key, session)
+                return session
+        finally:
+            with self._lock:   # the build locks would otherwise keep every key a client ever chose
+                if self._building.get(key) is key_lock and not key_lock.locked():
+                    del self._building[key]
+
+    def _cached(self, key: tuple) -> ort.InferenceSession | None:
+        with self._lock:
             session = self._sessions.get(key)
-            if session is None:
-                model = build()
-                session = ort.InferenceSession(model.SerializeToString(), self._options(),
-                                               providers=self.requested)
-                # ORT lists CUDA as available even without its libraries and silently falls back
-                self.providers = session.get_providers()
-                self._sessions[key] = session
+            if session is not None:
+                self._sessions.move_to_end(key)
             return session
 
+    def _store(self, key: tuple, session: ort.InferenceSession) -> None:
+        with self._lock:
+            if self._kept is None:
+                self._kept = key
+            while len(self._sessions) >= self.max_sessions:
+                oldest = next((k for k in self._sessions if k != self._kept), None)
+                if oldest is None:
+                    break
+                del self._sessions[oldest]
+            self._sessions[key] = session
+
     def run(self, key: tuple, build: Callable[[], onnx.ModelProto], feeds: dict[str, np.ndarray]) -> dict:
-        session = self.session(key, build)
+        session = self.session(key, build)   # this reference keeps the session alive if it is evicted meanwhile
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds, RUN_OPTIONS.get())))
 
     def cached_keys(self) -> list[tuple]:
-        return list(self._sessions)
+        """The cached sessions' keys, least recently used first."""
+        with self._lock:
+            return list(self._sessions)

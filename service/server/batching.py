@@ -14,6 +14,7 @@ from ..explainer import Explainer, Explanation
 from ..methods import METHODS
 from ..runtime import RUN_OPTIONS
 
+
 class Overloaded(Exception):
     """Every run slot is busy and the queue is full: the caller should back off (RESOURCE_EXHAUSTED)."""
 
@@ -54,10 +55,11 @@ def batchable(method: str) -> bool:
 class Batcher:
     """`await explain(...)` as `Explainer.explain_full` would answer it, but through at most `workers`
     concurrent runs, `max_queue` waiting requests, and batches of up to `max_batch` images gathered
-    for at most `max_delay` seconds among requests of the same model, method, layers and options."""
+    for at most `max_delay` seconds among requests of the same model, method, layers and options
+    (0: no waiting, yet the requests that arrive while every run slot is busy still join). The values
+    come from the server's ServerConfig, the one place their defaults are written."""
 
-    def __init__(self, workers: int = 2, max_queue: int = 64, max_batch: int = 8, max_delay: float = 0.005,
-                 metrics=None):
+    def __init__(self, workers: int, max_queue: int, max_batch: int, max_delay: float, metrics=None):
         self.workers, self.max_queue, self.max_batch, self.max_delay = workers, max_queue, max_batch, max_delay
         self.metrics = metrics
         self.admitted = 0
@@ -76,7 +78,8 @@ class Batcher:
         return await self._wait(job, lambda: self._start(_Batch(work, [job], len(x))))
 
     async def call(self, fn: Callable, *args, **kwargs):
-        """fn(*args, **kwargs) in a worker thread, alone, under the same queue and run slots as explanations."""
+        """fn(*args, **kwargs) in a worker thread, alone, under the same queue and run slots as explanations;
+        its runs see the RUN_OPTIONS that a cancellation or a passed deadline terminates."""
         job = _Job(np.empty(0), np.empty(0), asyncio.get_running_loop().create_future())
         return await self._wait(job, lambda: self._start(_Batch(lambda jobs: [fn(*args, **kwargs)], [job])))
 

@@ -6,18 +6,24 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..errors import BadRequest
+from ..methods import METHODS
 from .batching import Cancelled, Overloaded
 from .observability import log_call
 from .repository import ModelNotFound, ModelUnavailable
 
 log = logging.getLogger("camserve")
+REQUEST_ID = "x-request-id"   # the invocation metadata a client (or a proxy) names the call by; sent back
+ID_CHARACTERS = 128           # a request id also goes out as metadata: printable ASCII, at most this long
+UNKNOWN = "unknown"           # the metric label of a model or method the server does not have
 
 
 class Draining(Exception):
@@ -29,6 +35,33 @@ CODES = ((BadRequest, code_pb2.INVALID_ARGUMENT), (ModelNotFound, code_pb2.NOT_F
          (Cancelled, code_pb2.CANCELLED), (Draining, code_pb2.UNAVAILABLE))
 
 
+class Undecodable:
+    """What a request's bytes became when they were no valid message: the handler answers INVALID_ARGUMENT."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
+def parser(message_type):
+    """A request deserializer that hands undecodable bytes on as Undecodable, which `checked` turns into
+    BadRequest (unary handlers' requests are checked by `observed`; a stream's, by the handler, in order).
+    grpc.aio answers an exception raised while deserializing with UNKNOWN, past the handler, its metrics
+    and its log line."""
+    def parse(data: bytes):
+        try:
+            return message_type.FromString(data)
+        except DecodeError as error:
+            return Undecodable(f"the request is no valid {message_type.DESCRIPTOR.full_name}: {error}")
+    return parse
+
+
+def checked(request):
+    """The request, or BadRequest if its bytes were no valid message."""
+    if isinstance(request, Undecodable):
+        raise BadRequest(request.message, "request")
+    return request
+
+
 class _Outcome:
     def __init__(self, context, request=None):
         self.code, self.images, self.began = "OK", 0, time.perf_counter()
@@ -36,10 +69,21 @@ class _Outcome:
         self.deadline = None if remaining is None else time.monotonic() + remaining
         self.model = getattr(request, "model", "")
         self.method = getattr(request, "method", "") or ("gradcam" if hasattr(request, "method") else "")
-        self.request_id = getattr(request, "request_id", "")
+        metadata = dict(context.invocation_metadata() or ())
+        self.request_id, self.bad_id = _request_id(metadata.get(REQUEST_ID), getattr(request, "request_id", ""))
         # a client's retry of a call that failed elsewhere (a replica died or drained) says so
-        previous = dict(context.invocation_metadata() or ()).get("grpc-previous-rpc-attempts", "0")
+        previous = metadata.get("grpc-previous-rpc-attempts", "0")
         self.attempt = 1 + int(previous) if previous.isdigit() else 1
+
+
+def _request_id(header: str | None, field: str) -> tuple[str, str | None]:
+    """(the call's id, the source that gave an unusable one): the client's `x-request-id` metadata, else the
+    request's `request_id`, else a new one. An id that cannot go out as metadata is replaced (and refused)."""
+    for given, source in ((header, REQUEST_ID), (field, "request_id")):
+        if given:
+            usable = len(given) <= ID_CHARACTERS and given.isascii() and given.isprintable()
+            return (given, None) if usable else (uuid.uuid4().hex, source)
+    return uuid.uuid4().hex, None
 
 
 def status_of(error: Exception) -> grpc.Status:
@@ -81,10 +125,22 @@ def _failed(error: Exception, outcome: _Outcome) -> grpc.Status:
 def _record(servicer, rpc: str, outcome: _Outcome, context) -> None:
     seconds = time.perf_counter() - outcome.began
     if servicer.metrics is not None:
-        servicer.metrics.observe(rpc, outcome.model, outcome.method, outcome.code, seconds,
-                                 outcome.images if outcome.code == "OK" else 0)
+        model, method = _labels(servicer, outcome)
+        images = outcome.images if outcome.code == "OK" else 0
+        servicer.metrics.observe(rpc, model, method, outcome.code, seconds, images)
     log_call(log, rpc, outcome.model, outcome.method, outcome.code, seconds, peer=context.peer(),
              request_id=outcome.request_id, images=outcome.images, attempt=outcome.attempt)
+
+
+def _labels(servicer, outcome: _Outcome) -> tuple[str, str]:
+    """The call's model and method as metric labels: a name the server does not have is UNKNOWN, so that
+    clients' made-up names (each a new series, kept for good) cannot grow the metrics without bound."""
+    model, method = outcome.model, outcome.method
+    if model and not servicer.repository.known(model):
+        model = UNKNOWN
+    if method and method not in METHODS:
+        method = UNKNOWN
+    return model, method
 
 
 @contextlib.asynccontextmanager
@@ -92,8 +148,12 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
     """The block's exception as the call's status (never UNKNOWN), then one metrics sample and log line."""
     servicer.active += 1
     try:
+        await context.send_initial_metadata(((REQUEST_ID, outcome.request_id),))
         if servicer.draining:
             raise Draining("the server is shutting down; retry on another replica")
+        if outcome.bad_id:
+            raise BadRequest(f"{outcome.bad_id} must be at most {ID_CHARACTERS} printable ASCII characters",
+                             outcome.bad_id)
         yield outcome
     except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
         outcome.code = _gone(outcome)
@@ -107,20 +167,25 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
 
 
 def observed(rpc: str):
-    """A unary handler whose exceptions become statuses and whose every call is counted and logged."""
+    """A unary handler whose exceptions become statuses and whose every call is counted and logged; a
+    response with a `request_id` gets the call's."""
     def wrap(call):
         @functools.wraps(call)
         async def wrapper(self, request, context):
             outcome = _Outcome(context, request)
             outcome.images = len(getattr(request, "images", ()))
             async with _accounted(self, rpc, context, outcome):
-                return await call(self, request, context)
+                response = await call(self, checked(request), context)
+                if "request_id" in response.DESCRIPTOR.fields_by_name:
+                    response.request_id = outcome.request_id
+                return response
         return wrapper
     return wrap
 
 
 def observed_stream(rpc: str):
-    """The same for a response-streaming handler; a failed message ends the stream with its status."""
+    """The same for a response-streaming handler; a failed message ends the stream with its status. Each
+    response keeps its own message's request_id; one without gets the call's (metadata, else a new one)."""
     def wrap(call):
         @functools.wraps(call)
         async def wrapper(self, requests, context):
@@ -129,6 +194,7 @@ def observed_stream(rpc: str):
                 async for response in call(self, requests, context):
                     outcome.model, outcome.method = response.model, response.method
                     outcome.images += len(response.images)
+                    response.request_id = response.request_id or outcome.request_id
                     yield response
         return wrapper
     return wrap

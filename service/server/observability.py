@@ -62,9 +62,19 @@ class Metrics:
         self.batch_size.observe(size)
 
     def serve(self, port: int, host: str = "0.0.0.0") -> int:
-        """Starts the /metrics HTTP exporter on a daemon thread; port 0 picks a free port. Returns the bound port."""
+        """Starts the /metrics HTTP exporter on a daemon thread, on `host` as gRPC names hosts (`bind_address`);
+        port 0 picks a free port. Returns the bound port."""
         if self._server is None:
-            self._server, self._thread = prometheus_client.start_http_server(port, addr=host, registry=self.registry)
+            address = bind_address(host)
+            try:
+                self._server, self._thread = prometheus_client.start_http_server(port, addr=address,
+                                                                                 registry=self.registry)
+            except OSError:
+                if address != "::":
+                    raise
+                # a machine without IPv6: gRPC's [::] then listens on IPv4's every address, and so does /metrics
+                self._server, self._thread = prometheus_client.start_http_server(port, addr="0.0.0.0",
+                                                                                 registry=self.registry)
         return self._server.server_address[1]
 
     def close(self) -> None:
@@ -76,6 +86,18 @@ class Metrics:
 
     def text(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode()
+
+
+def bind_address(host: str) -> str:
+    """A gRPC host as prometheus_client's exporter binds it: `[::]` and `[::1]` lose their brackets (its
+    getaddrinfo takes none; `::` listens on IPv4 too, as gRPC's does); `localhost`, which gRPC binds on
+    both loopbacks and getaddrinfo may resolve to either, is IPv4's loopback; empty is every IPv4 address."""
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.lower() == "localhost":
+        return "127.0.0.1"
+    return host or "0.0.0.0"
 
 
 class JsonFormatter(logging.Formatter):

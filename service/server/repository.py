@@ -40,12 +40,15 @@ class ModelRepository:
     leaves the last good one serving.
     """
 
-    def __init__(self, root: str | Path, threads: int | None = None, max_batch: int = 32,
-                 providers: list[str] | None = None, metrics=None):
+    def __init__(self, root: str | Path, threads: int | None = None, perturbation_budget: int | None = None,
+                 max_sessions: int | None = None, providers: list[str] | None = None, metrics=None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise BadRequest(f"model repository {self.root} is not a folder", "models")
-        self.threads, self.max_batch, self.providers, self.metrics = threads, max_batch, providers, metrics
+        self.providers, self.metrics = providers, metrics
+        # what each Explainer is built with; a setting left None is the Explainer's own default
+        self.settings = {name: value for name, value in (("threads", threads), ("perturbation_budget",
+                         perturbation_budget), ("max_sessions", max_sessions)) if value is not None}
         self._loaded: dict[tuple[str, str], _Loaded] = {}
         self._failed: dict[tuple[str, str], tuple[tuple, str]] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
@@ -64,6 +67,12 @@ class ModelRepository:
                 del self._loaded[key]
                 self._count(key, "removed")
         return found
+
+    def known(self, name: str) -> bool:
+        """Whether `name` is a model of this repository that has been asked for (loaded, or failed to load):
+        a folder on disk, not a name a client made up."""
+        with self._lock:
+            return any(key[0] == name for key in (*self._loaded, *self._failed))
 
     def get(self, name: str, version: str = "") -> tuple[str, ModelConfig, Explainer]:
         """The model's config and Explainer; no version: the highest that loads."""
@@ -106,7 +115,7 @@ class ModelRepository:
             try:
                 check_model_files(self.root, path)
                 config = load_config(path)
-                explainer = Explainer(config.path, self.providers, self.threads, self.max_batch)
+                explainer = Explainer(config.path, self.providers, **self.settings)
             except Exception as error:  # noqa: BLE001 -- a half-written or garbage file raises anything (DecodeError)
                 message = f"model {name!r} version {version} cannot be loaded: {error}"
                 self._failed[key] = signature, message

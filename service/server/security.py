@@ -111,7 +111,7 @@ class BearerAuth(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        make = _HANDLER_KINDS[handler.request_streaming, handler.response_streaming]
+        make = HANDLER_KINDS[handler.request_streaming, handler.response_streaming]
         # no deserializer: the request of a refused call is never looked at
         return make(_refuse)
 
@@ -121,7 +121,8 @@ async def _refuse(request_or_iterator, context: grpc.aio.ServicerContext):
                         "missing or invalid credentials: send metadata `authorization: Bearer <token>`")
 
 
-_HANDLER_KINDS = {
+# (request streaming, response streaming) -> the handler of that kind
+HANDLER_KINDS = {
     (False, False): grpc.unary_unary_rpc_method_handler,
     (False, True): grpc.unary_stream_rpc_method_handler,
     (True, False): grpc.stream_unary_rpc_method_handler,

@@ -20,21 +20,15 @@ from ..methods import METHODS
 from ..methods.base import softmax
 from ..metrics.summary import summarise
 from ..wire import option, option_value
+from .app import Limits
 from .batching import Batcher
-from .calls import observed, observed_stream
+from .calls import checked, observed, observed_stream
 from .repository import ModelRepository
 
 DTYPES = {pb.DATA_TYPE_FLOAT32: np.float32, pb.DATA_TYPE_FLOAT16: np.float16, pb.DATA_TYPE_UINT8: np.uint8}
 COST_CLASSES = {"forward": pb.COST_CLASS_FORWARD, "few_forwards": pb.COST_CLASS_FEW_FORWARDS,
                 "per_channel": pb.COST_CLASS_PER_CHANNEL}
 STREAM_WINDOW = 8      # stream messages explained at once (in order); more could batch, but would hold memory
-
-
-@dataclass
-class Limits:
-    image_bytes: int = 32 << 20
-    image_pixels: int = images.MAX_PIXELS
-    images_per_request: int = 256
 
 
 @dataclass
@@ -45,7 +39,7 @@ class _Inputs:
 
 
 class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
-    def __init__(self, repository: ModelRepository, batcher: Batcher, limits: Limits = Limits(), metrics=None):
+    def __init__(self, repository: ModelRepository, batcher: Batcher, limits: Limits, metrics=None):
         self.repository, self.batcher, self.limits, self.metrics = repository, batcher, limits, metrics
         self.draining = False   # set on SIGTERM: new calls are refused, those in flight finish
         self.active = 0         # calls inside a handler now
@@ -71,9 +65,13 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
 
     async def _explain(self, request: pb.ExplainRequest, context) -> pb.ExplainResponse:
         began = time.perf_counter()
+        request = checked(request)   # a stream's undecodable message fails in its turn, after those before it
         _check_request(request, self.limits)
         # one hop to a worker thread for everything before the run: each hop costs 0.15-0.3 ms
         version, config, explainer, inputs, rows, repeat = await asyncio.to_thread(self._prepare, request)
+        if rows is None:
+            # the top k classes take a forward run: in a run slot, stopped with the call, as the explanation is
+            rows = await self.batcher.call(_top_k_rows, explainer, inputs.x, repeat)
         method = request.method or "gradcam"
         options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
@@ -198,8 +196,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     @observed("ListMethods")
     async def ListMethods(self, request, context) -> pb.ListMethodsResponse:
         return pb.ListMethodsResponse(methods=[
-            pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "", cost_class=COST_CLASSES[spec.cost_class],
-                                 needs_gradients=spec.gradients,
+            pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "",
+                                 cost_class=COST_CLASSES[spec.cost_class], needs_gradients=spec.gradients,
                                  options={k: option_value(v) for k, v in spec.options.items()})
             for name, spec in sorted(METHODS.items())])
 
@@ -210,6 +208,12 @@ def _check_request(request: pb.ExplainRequest, limits: Limits) -> None:
     if len(request.images) > limits.images_per_request:
         raise BadRequest(f"{len(request.images)} images; the limit is {limits.images_per_request} per request",
                          "images")
+    if request.targets.WhichOneof("kind") == "top_k":
+        # k maps per image: the run explains images x k, and that is what the limit bounds
+        maps = len(request.images) * request.targets.top_k
+        if maps > limits.images_per_request:
+            raise BadRequest(f"{len(request.images)} images x top_k {request.targets.top_k} make {maps} maps; "
+                             f"the limit is {limits.images_per_request} per request", "targets.top_k")
     if not request.model:
         raise BadRequest("the request names no model", "model")
     for name, enum, value in (("output", pb.OutputKind, request.output), ("size", pb.OutputSize, request.size)):
@@ -241,16 +245,16 @@ def _tensor_image(tensor: pb.Tensor, layout: str, field: str) -> np.ndarray:
     return array.transpose(2, 0, 1) if layout == "NHWC" else array
 
 
-def _target_rows(targets: pb.Targets, explainer, x: np.ndarray) -> tuple[np.ndarray, int]:
-    """(rows, k): class-weight rows for every map (zero rows: the image's top-1), k maps per image."""
+def _target_rows(targets: pb.Targets, explainer, x: np.ndarray) -> tuple[np.ndarray | None, int]:
+    """(rows, k): class-weight rows for every map (zero rows: the image's top-1), k maps per image;
+    rows None for top_k, whose rows need a run (`_top_k_rows`, in a run slot)."""
     classes = explainer.info.num_classes
     kind = targets.WhichOneof("kind")
     if kind == "top_k":
         k = targets.top_k
         if not 1 <= k <= (classes or 0):
             raise BadRequest(f"top_k must lie in [1, {classes}], got {k}", "targets.top_k")
-        order = np.argsort(-explainer.predict(x), axis=1, kind="stable")[:, :k]
-        return _indexed(explainer.class_rows, "targets.top_k", order.reshape(-1), len(x) * k), k
+        return None, k
     if kind == "class_ids":
         ids = np.array(targets.class_ids.ids, np.int64)
         if ids.size not in (1, len(x)):
@@ -265,6 +269,12 @@ def _target_rows(targets: pb.Targets, explainer, x: np.ndarray) -> tuple[np.ndar
         rows = np.broadcast_to(values.reshape(-1, count), (len(x), count)).copy()
         return _indexed(explainer.class_rows, "targets.weights", rows, len(x)), 1
     return _indexed(explainer.class_rows, "targets", None, len(x)), 1
+
+
+def _top_k_rows(explainer, x: np.ndarray, k: int) -> np.ndarray:
+    """Rows for each image's k best classes, best first (a worker thread's work: it runs the model)."""
+    order = np.argsort(-explainer.predict(x), axis=1, kind="stable")[:, :k]
+    return _indexed(explainer.class_rows, "targets.top_k", order.reshape(-1), len(x) * k)
 
 
 def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, config, want_map: bool, want_png: bool,

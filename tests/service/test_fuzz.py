@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from camserve.v1 import explain_pb2 as pb
 from camserve.service.methods import METHODS
+from camserve.v1 import explain_pb2 as pb
 from serving import violation
 
 ROOT = Path(__file__).resolve().parents[2]

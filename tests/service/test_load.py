@@ -248,3 +248,33 @@ def test_memory_stays_flat_over_two_thousand_calls():
     print("\n" + message)
     assert len(calls) == 2200 and failures(calls) == []
     assert growth < 0.05, message
+
+
+def _layer_sets(process, port: int) -> tuple[int, int, float]:
+    """(RSS after 10 distinct layer sets, after 50, seconds) of Eigen-CAM calls, each naming another layer."""
+    rss = psutil.Process(process.pid).memory_info
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = explain_pb2_grpc.ExplainServiceStub(channel)
+        layers = [layer.name for layer in stub.GetModel(pb.GetModelRequest(model=MODEL), timeout=TIMEOUT).layers]
+        assert len(layers) >= 50, f"{MODEL} has {len(layers)} candidate layers"
+        began = time.monotonic()
+        for count, layer in enumerate(layers[:50], start=1):
+            reply = stub.Explain(pb.ExplainRequest(model=MODEL, method="eigencam", layers=[layer],
+                                                   images=REQUEST.images), timeout=TIMEOUT)
+            assert list(reply.layers) == [layer]
+            if count == 10:
+                after_ten = rss().rss
+        return after_ten, rss().rss, time.monotonic() - began
+
+
+def test_memory_stays_flat_over_fifty_layer_sets():
+    # every layer set a client names is a session of its own, a copy of the weights (MobileNetV2: about 30 MB
+    # each); unbounded, the 40 sets after the first 10 added some 1.2 GB. The cache keeps --max-sessions.
+    env = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+    with serving(ROOT / "models", "--max-sessions", "4", env=env) as (process, port):
+        after_ten, after_fifty, seconds = _layer_sets(process, port)
+    mib = 2 ** 20
+    message = (f"server RSS {after_ten / mib:.0f} MiB after 10 layer sets, {after_fifty / mib:.0f} MiB after 50 "
+               f"({(after_fifty - after_ten) / mib:+.0f} MiB); 50 calls in {seconds:.1f} s")
+    print("\n" + message)
+    assert after_fifty - after_ten < 200 * mib, message

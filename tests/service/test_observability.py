@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from camserve.service.server.observability import JsonFormatter, Metrics, configure_logging, log_call
+from camserve.service.server.observability import JsonFormatter, Metrics, bind_address, configure_logging, log_call
 
 
 def samples(text: str) -> dict:
@@ -97,6 +97,21 @@ def test_serve_exposes_metrics_over_http_until_closed(metrics):
     with pytest.raises(OSError):  # urllib.error.URLError is an OSError
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     metrics.close()  # closing twice is harmless
+
+
+@pytest.mark.parametrize("host, address", [("[::]", "::"), ("[::1]", "::1"), ("localhost", "127.0.0.1"),
+                                           ("0.0.0.0", "0.0.0.0"), ("127.0.0.1", "127.0.0.1"), ("", "0.0.0.0"),
+                                           ("metrics.internal", "metrics.internal")])
+def test_grpc_hosts_become_addresses_the_exporter_binds(host, address):
+    assert bind_address(host) == address
+
+
+@pytest.mark.parametrize("host", ["[::]", "localhost", "127.0.0.1"])
+def test_serve_takes_the_grpc_host_forms(metrics, host):
+    # prometheus_client's getaddrinfo takes no brackets: `[::]`, the gRPC default, failed to start /metrics
+    port = metrics.serve(0, host=host)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
 
 
 @pytest.fixture

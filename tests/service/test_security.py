@@ -15,8 +15,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper, numpy_helper
 
 from camserve.service.server.repository import ModelRepository
-from camserve.service.server.security import (BearerAuth, UnsafeModel, channel_credentials, check_model_files,
-                                     server_credentials)
+from camserve.service.server.security import (
+    BearerAuth,
+    UnsafeModel,
+    channel_credentials,
+    check_model_files,
+    server_credentials,
+)
 
 TIMEOUT = 5.0
 TOKEN = "s3cret-token"

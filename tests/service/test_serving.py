@@ -9,19 +9,20 @@ import time
 import cv2
 import grpc
 import numpy as np
+import psutil
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 from skimage import data
 
-from camserve.v1 import explain_pb2 as pb
 from camserve.service import images
 from camserve.service.client import Client
 from camserve.service.evaluation import Settings, evaluate
 from camserve.service.explainer import Explainer
 from camserve.service.methods import METHODS
 from camserve.service.model_config import load_config
+from camserve.v1 import explain_pb2 as pb
 from serving import ROOT, log_of, metrics_of, serving
 
 MODEL = "mobilenet_v2"
@@ -65,7 +66,7 @@ def _samples(text: str, name: str) -> list:
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_over_grpc_equals_the_in_process_explainer(stub, config, local, method):
     options = CHEAP.get(method, {})
-    layers = _layers(config) if METHODS[method].needs.layers == "target" else None
+    layers = _layers(config) if METHODS[method].run.target_layers else None
     if method in ("scorecam", "sscam", "iscam"):
         layers = [NARROW]
     expected = local.explain_full(_x(config, PHOTO), method, None, layers, **options)
@@ -162,15 +163,35 @@ def test_every_call_is_counted_timed_and_logged(server, stub):
     stub.Explain(pb.ExplainRequest(model=MODEL, images=[pb.Image(encoded=PHOTO)], request_id="logged-1"), timeout=60)
     with pytest.raises(grpc.RpcError):
         stub.Explain(pb.ExplainRequest(model=MODEL, method="nocam", images=[pb.Image(encoded=PHOTO)]), timeout=60)
+    with pytest.raises(grpc.RpcError):
+        stub.Explain(pb.ExplainRequest(model="nomodel", method="gradcma", images=[pb.Image(encoded=PHOTO)]), timeout=60)
     text = metrics_of(server[0])
-    counts = {(s.labels["rpc"], s.labels["method"], s.labels["code"]): s.value
+    counts = {(s.labels["rpc"], s.labels["model"], s.labels["method"], s.labels["code"]): s.value
               for s in _samples(text, "camserve_requests_total")}
-    assert counts[("Explain", "gradcam", "OK")] >= 1 and counts[("Explain", "nocam", "INVALID_ARGUMENT")] >= 1
+    assert counts[("Explain", MODEL, "gradcam", "OK")] >= 1
+    # names the server does not have are one label value, not a new series per name a client makes up
+    assert counts[("Explain", MODEL, "unknown", "INVALID_ARGUMENT")] >= 1
+    assert counts[("Explain", "unknown", "unknown", "NOT_FOUND")] >= 1
+    labelled = {value for family in text_string_to_metric_families(text) for sample in family.samples
+                for value in sample.labels.values()}
+    assert not labelled & {"nocam", "nomodel", "gradcma"}, labelled
     assert any(s.value >= 1 for s in _samples(text, "camserve_request_seconds_count"))
     assert any(s.labels["outcome"] == "loaded" for s in _samples(text, "camserve_model_loads_total"))
     lines = [json.loads(line) for line in log_of(server[0]).splitlines() if line.startswith("{")]
     logged = [line for line in lines if line.get("request_id") == "logged-1"]
     assert logged and logged[0]["code"] == "OK" and logged[0]["model"] == MODEL and logged[0]["ms"] > 0
+
+
+def test_metrics_listen_where_grpc_does_unless_told(server):
+    # the server fixture's --host 127.0.0.1: /metrics listened on 0.0.0.0 whatever --host said
+    listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(server[0].pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    assert listening[server[0].metrics_port] == "127.0.0.1", listening
+    with serving(ROOT / "models", "--metrics-host", "0.0.0.0") as (process, port):
+        listening = {c.laddr.port: c.laddr.ip for c in psutil.Process(process.pid).net_connections("tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        assert listening[process.metrics_port] == "0.0.0.0", listening
+        assert "camserve_requests_total" in metrics_of(process)
 
 
 def test_a_deadline_stops_the_work_and_frees_the_device(tmp_path):
