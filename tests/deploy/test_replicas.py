@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from serving import ROOT, Server, launch, stop, wait_for
 from camserve.service.client import Client
+from serving import ROOT, Server, launch, stop, wait_for
 
 PHOTOS = [ROOT / "examples" / "chelsea.png"] * 2   # 481 kB a call: over gRPC's default 256 KiB retry buffer
 THREADS = 4        # callers sharing one Client, as the request handlers of a calling service do
@@ -151,8 +151,8 @@ def test_a_rolling_replacement_under_load_fails_no_call():
             old = list(servers)
             for i, replica in enumerate(old):
                 assert stop(replica.process) == 0
-                servers[i] = Server(*launch(ROOT / "models", "--drain-delay", "1", port=replica.port))
-                wait_for(f"the new replica {i} is in rotation", lambda: served(servers[i]) >= 5, 30)
+                new = servers[i] = Server(*launch(ROOT / "models", "--drain-delay", "1", port=replica.port))
+                wait_for(f"the new replica {i} is in rotation", lambda new=new: served(new) >= 5, 30)
             wait_for("the new replicas serve the load", lambda: all(served(s) >= 20 for s in servers))
     assert load.failures() == []
     for replica in old:
