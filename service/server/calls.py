@@ -71,6 +71,7 @@ class _Outcome:
         self.method = getattr(request, "method", "") or ("gradcam" if hasattr(request, "method") else "")
         metadata = dict(context.invocation_metadata() or ())
         self.request_id, self.bad_id = _request_id(metadata.get(REQUEST_ID), getattr(request, "request_id", ""))
+        self.announced = False   # the id went out as initial metadata
         # a client's retry of a call that failed elsewhere (a replica died or drained) says so
         previous = metadata.get("grpc-previous-rpc-attempts", "0")
         self.attempt = 1 + int(previous) if previous.isdigit() else 1
@@ -114,6 +115,15 @@ def _gone(outcome: _Outcome) -> str:
     return "DEADLINE_EXCEEDED" if expired else "CANCELLED"
 
 
+async def _announce(context, outcome: _Outcome) -> None:
+    """The call's id as initial metadata, sent with its first response message and not before: response
+    headers commit a call, and a client no longer retries a committed call's UNAVAILABLE or RESOURCE_EXHAUSTED
+    on another replica. A call that fails before answering gets the id in its trailing metadata instead."""
+    if not outcome.announced:
+        outcome.announced = True
+        await context.send_initial_metadata(((REQUEST_ID, outcome.request_id),))
+
+
 def _failed(error: Exception, outcome: _Outcome) -> grpc.Status:
     status = status_of(error)
     outcome.code = status.code.name
@@ -148,7 +158,6 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
     """The block's exception as the call's status (never UNKNOWN), then one metrics sample and log line."""
     servicer.active += 1
     try:
-        await context.send_initial_metadata(((REQUEST_ID, outcome.request_id),))
         if servicer.draining:
             raise Draining("the server is shutting down; retry on another replica")
         if outcome.bad_id:
@@ -160,7 +169,7 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
         raise
     except Exception as error:  # noqa: BLE001 -- no exception may leave as UNKNOWN
         status = _failed(error, outcome)
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        await context.abort(status.code, status.details, (*status.trailing_metadata, (REQUEST_ID, outcome.request_id)))
     finally:
         servicer.active -= 1
         _record(servicer, rpc, outcome, context)
@@ -178,6 +187,7 @@ def observed(rpc: str):
                 response = await call(self, checked(request), context)
                 if "request_id" in response.DESCRIPTOR.fields_by_name:
                     response.request_id = outcome.request_id
+                await _announce(context, outcome)
                 return response
         return wrapper
     return wrap
@@ -195,6 +205,7 @@ def observed_stream(rpc: str):
                     outcome.model, outcome.method = response.model, response.method
                     outcome.images += len(response.images)
                     response.request_id = response.request_id or outcome.request_id
+                    await _announce(context, outcome)
                     yield response
         return wrapper
     return wrap

@@ -1,8 +1,9 @@
-"""The servicer on an in-process grpc.aio server: top-k maps count against the image limit, and top-k's forward run
-takes a run slot and stops with its call."""
+"""The servicer on an in-process grpc.aio server: top-k maps count against the image limit, top-k's forward run
+takes a run slot and stops with its call, and a refused call stays retryable."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from camserve.service.client import service_config
 from camserve.service.runtime import RUN_OPTIONS
 from camserve.service.server.app import Limits, add_services
 from camserve.service.server.batching import Batcher
@@ -18,7 +20,7 @@ from camserve.service.server.repository import ModelRepository
 from camserve.service.server.servicer import ExplainServicer
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
-from serving import violation
+from serving import violation, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenet_v2"
@@ -32,6 +34,7 @@ class InProcess:
     servicer: ExplainServicer
     batcher: Batcher
     stub: explain_pb2_grpc.ExplainServiceStub
+    target: str
 
     def explainer(self):
         return self.servicer.repository.get(MODEL)[2]
@@ -58,7 +61,7 @@ def served():
         server, servicer, batcher, port = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT)
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield InProcess(servicer, batcher, explain_pb2_grpc.ExplainServiceStub(channel))
+                yield InProcess(servicer, batcher, explain_pb2_grpc.ExplainServiceStub(channel), f"127.0.0.1:{port}")
         finally:
             asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(TIMEOUT)
     finally:
@@ -132,3 +135,26 @@ def test_the_top_k_forward_run_takes_a_run_slot_and_stops_with_its_call(served, 
     monkeypatch.undo()
     reply = served.stub.Explain(_top_k(1, 1), timeout=TIMEOUT)   # the one run slot is free again
     assert reply.images[0].explanations[0].class_id == 285
+
+
+def test_a_draining_servers_refusal_leaves_the_call_retryable(served):
+    # a call that sent response headers (initial metadata) is committed: gRPC retries it no more, so a refusal
+    # must go out as trailers only (its request id among them) for the client to try again, elsewhere
+    config = service_config()
+    config.pop("healthCheckConfig")   # this server's health service has no statuses set
+    options = [("grpc.service_config", json.dumps(config))]
+    served.explainer()   # loaded: its name is a label of its own, not "unknown"
+    refused = served.servicer.metrics.requests.labels("Explain", MODEL, "gradcam", "UNAVAILABLE")
+    before = refused._value.get()
+    served.servicer.draining = True
+    try:
+        with grpc.insecure_channel(served.target, options) as channel, pytest.raises(grpc.RpcError) as caught:
+            explain_pb2_grpc.ExplainServiceStub(channel).Explain(_top_k(1, 1), timeout=TIMEOUT)
+    finally:
+        served.servicer.draining = False
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    attempts = config["methodConfig"][0]["retryPolicy"]["maxAttempts"]
+    # each attempt is counted just after its status has gone out
+    wait_for(f"{attempts} attempts are counted", lambda: refused._value.get() - before >= attempts, timeout=30)
+    assert refused._value.get() - before == attempts
+    assert dict(caught.value.trailing_metadata())["x-request-id"]

@@ -155,7 +155,15 @@ def _logged(process, request_id: str) -> list[dict]:
 
 
 def _sent_id(call) -> str:
+    """The id an answered call's initial metadata carries."""
     return dict(call.initial_metadata())["x-request-id"]
+
+
+def _failed_id(error: grpc.RpcError) -> str:
+    """The id a failed call's trailing metadata carries: no initial metadata, which would make the call
+    committed, and a client would not retry its UNAVAILABLE or RESOURCE_EXHAUSTED on another replica."""
+    assert "x-request-id" not in dict(error.initial_metadata())
+    return dict(error.trailing_metadata())["x-request-id"]
 
 
 def test_each_call_has_a_request_id_in_its_reply_metadata_and_log_line(server, stub):
@@ -178,7 +186,7 @@ def test_each_call_has_a_request_id_in_its_reply_metadata_and_log_line(server, s
     assert evaluated.request_id == "evaluate-1"
     with pytest.raises(grpc.RpcError) as caught:   # a failed call has one too
         stub.Explain(pb.ExplainRequest(model=MODEL, method="nocam", images=photo, request_id="failed-1"), timeout=60)
-    assert _sent_id(caught.value) == "failed-1"
+    assert _failed_id(caught.value) == "failed-1"
     for request_id, rpc, code in (("header-1", "Explain", "OK"), ("field-2", "Explain", "OK"), (made, "Explain", "OK"),
                                   ("list-1", "ListModels", "OK"), ("evaluate-1", "Evaluate", "OK"),
                                   ("failed-1", "Explain", "INVALID_ARGUMENT")):
@@ -210,4 +218,4 @@ def test_a_request_id_that_cannot_go_out_as_metadata_is_refused(stub, where):
         stub.Explain(request, metadata=metadata, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert violation(caught.value) == ("x-request-id" if where == "metadata" else "request_id")
-    assert re.fullmatch("[0-9a-f]{32}", _sent_id(caught.value))
+    assert re.fullmatch("[0-9a-f]{32}", _failed_id(caught.value))
