@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from camserve import graph_tools as gt
-
 from camserve import __version__
+from camserve import graph_tools as gt
 
 from .errors import BadRequest
 

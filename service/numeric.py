@@ -33,7 +33,7 @@ def count(value, name: str, field: str = "options") -> int:
 
 @functools.lru_cache(maxsize=1)
 def _controller():
-    from threadpoolctl import ThreadpoolController   # scanning the loaded libraries costs milliseconds: once
+    from threadpoolctl import ThreadpoolController  # scanning the loaded libraries costs milliseconds: once
     return ThreadpoolController()
 
 

@@ -5,8 +5,7 @@ import numpy as np
 
 from ..errors import OptionError
 from ..runs import InputMasks, Probed
-from .base import (class_probability, class_score, count_option, method, minmax_channels, softmax,
-                   weighted_sum)
+from .base import class_probability, class_score, count_option, method, minmax_channels, softmax, weighted_sum
 from .resample import upsample, upsampling
 
 VARIANTS = ("pytorch-grad-cam", "official", "torchcam", "torchcam_v0_2")

@@ -1,7 +1,20 @@
 """Typed run kinds: each owns its graphs (built through graph_tools), its session keys, its run and the
 evidence it hands a method. A method declares one; the Explainer only calls it."""
-from .base import (Activations, BiasGradient, Classified, Context, ConvBlock, NoisyGradients, Probed, ProbedGradients,
-                   Result, Run, WholeNetwork, WithGradients, top1)
+from .base import (
+                   Activations,
+                   BiasGradient,
+                   Classified,
+                   Context,
+                   ConvBlock,
+                   NoisyGradients,
+                   Probed,
+                   ProbedGradients,
+                   Result,
+                   Run,
+                   WholeNetwork,
+                   WithGradients,
+                   top1,
+)
 from .forward import Classifier, Forward
 from .gradients import ConvBlocks, FullGradients, Gradients
 from .inputs import InputMasks

@@ -10,7 +10,7 @@ import numpy as np
 from camserve import graph_tools as gt
 
 from ..errors import BadRequest
-from .base import BiasGradient, ConvBlock, Context, Result, Run, WholeNetwork, WithGradients, top1
+from .base import BiasGradient, Context, ConvBlock, Result, Run, WholeNetwork, WithGradients, top1
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The noisy-copies run kind: gradients over the clean batch and S noisy copies of it, in one run (Smooth Grad-CAM++)."""
+"""The noisy-copies run kind: gradients of the clean batch and S noisy copies of it in one run (Smooth Grad-CAM++)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
