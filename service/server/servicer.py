@@ -137,6 +137,9 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def Evaluate(self, request: pb.EvaluateRequest, context) -> pb.EvaluateResponse:
         if not request.images:
             raise BadRequest("the request holds no images", "images")
+        if len(request.images) > self.limits.images_per_request:   # each method runs on them all at once
+            raise BadRequest(f"{len(request.images)} images; the limit is {self.limits.images_per_request} per "
+                             "request", "images")
         if not request.model:
             raise BadRequest("the request names no model", "model")
         methods = list(dict.fromkeys(request.methods)) or ["gradcam"]

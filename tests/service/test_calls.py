@@ -87,6 +87,13 @@ def test_top_k_maps_count_against_the_image_limit(served):
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violation(caught.value) == "targets.top_k"
 
 
+def test_evaluate_is_held_to_the_image_limit(served):
+    images = [pb.LabelledImage(image=PHOTO, label=285)] * (MAPS + 1)
+    with pytest.raises(grpc.RpcError) as caught:
+        served.stub.Evaluate(pb.EvaluateRequest(model=MODEL, images=images), timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violation(caught.value) == "images"
+
+
 class _SlowPredict:
     """Explainer.predict, run again and again until ONNX Runtime itself stops it (the run options' terminate):
     records the run options and whether the batcher's one run slot was held."""
