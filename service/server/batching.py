@@ -210,7 +210,8 @@ def _explain(explainer: Explainer, call: tuple, jobs: list[_Job]) -> list[Explan
     method, layers, fusion, options = call
     x = np.concatenate([job.x for job in jobs])
     rows = np.concatenate([job.rows for job in jobs])
-    result = explainer.explain_full(x, method, rows, list(layers) or None, fusion, **dict(options))
+    # the servicer checked the input and made the rows: the Explainer need not check them again
+    result = explainer.explain_rows(x, rows, method, list(layers) or None, fusion, **dict(options))
     return list(_split(result, [len(job.x) for job in jobs]))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import BadRequest
 from ..explainer import Explainer
-from ..model_config import ModelConfig, load_config
+from ..model import Model
 from .security import check_model_files
 
 log = logging.getLogger("camserve")
@@ -24,7 +24,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class _Loaded:
-    config: ModelConfig
+    model: Model
     explainer: Explainer
     signature: tuple
 
@@ -74,7 +74,7 @@ class ModelRepository:
         with self._lock:
             return any(key[0] == name for key in (*self._loaded, *self._failed))
 
-    def get(self, name: str, version: str = "") -> tuple[str, ModelConfig, Explainer]:
+    def get(self, name: str, version: str = "") -> tuple[str, Model, Explainer]:
         """The model's config and Explainer; no version: the highest that loads."""
         versions = self.models().get(name)
         if not versions:
@@ -89,47 +89,46 @@ class ModelRepository:
                 failure = failure or error
         raise failure
 
-    def _current(self, name: str, version: str) -> tuple[ModelConfig, Explainer]:
+    def _current(self, name: str, version: str) -> tuple[Model, Explainer]:
         key, path = (name, version), self.root / name / version / "model.onnx"
         signature = _signature(path, self.root / name / "config.json", *_data_files(path.parent))
         if signature[0] is None:   # removed since the listing
             raise ModelNotFound(f"model {name!r} version {version} was removed")
         loaded = self._loaded.get(key)
         if loaded is not None and loaded.signature == signature:
-            return loaded.config, loaded.explainer
+            return loaded.model, loaded.explainer
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         if loaded is not None and not lock.acquire(blocking=False):
-            return loaded.config, loaded.explainer   # another call is loading the new files: serve the old
+            return loaded.model, loaded.explainer   # another call is loading the new files: serve the old
         if loaded is None:
             lock.acquire()
         try:
             loaded = self._loaded.get(key)
             if loaded is not None and loaded.signature == signature:
-                return loaded.config, loaded.explainer
+                return loaded.model, loaded.explainer
             failed = self._failed.get(key)
             if failed is not None and failed[0] == signature:
                 if loaded is not None:
-                    return loaded.config, loaded.explainer
+                    return loaded.model, loaded.explainer
                 raise ModelUnavailable(failed[1])
             try:
                 check_model_files(self.root, path)
-                config = load_config(path)
-                explainer = Explainer(config.path, self.providers, **self.settings)
+                explainer = Explainer(Model(path), self.providers, **self.settings)
             except Exception as error:  # noqa: BLE001 -- a half-written or garbage file raises anything (DecodeError)
                 message = f"model {name!r} version {version} cannot be loaded: {error}"
                 self._failed[key] = signature, message
                 self._count(key, "failed")
                 log.warning(message, extra={"fields": {"model": name, "version": version}})
                 if loaded is not None:
-                    return loaded.config, loaded.explainer
+                    return loaded.model, loaded.explainer
                 raise ModelUnavailable(message) from error
             self._count(key, "reloaded" if loaded is not None else "loaded")
             log.info(f"model {name} version {version} {'reloaded' if loaded else 'loaded'} on {explainer.provider}",
                      extra={"fields": {"model": name, "version": version, "provider": explainer.provider}})
-            self._loaded[key] = _Loaded(config, explainer, signature)
+            self._loaded[key] = _Loaded(explainer.model, explainer, signature)
             self._failed.pop(key, None)
-            return config, explainer
+            return explainer.model, explainer
         finally:
             lock.release()
 

@@ -68,13 +68,13 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         request = checked(request)   # a stream's undecodable message fails in its turn, after those before it
         _check_request(request, self.limits)
         # one hop to a worker thread for everything before the run: each hop costs 0.15-0.3 ms
-        version, config, explainer, inputs, rows, repeat = await asyncio.to_thread(self._prepare, request)
+        version, model, explainer, inputs, rows, repeat = await asyncio.to_thread(self._prepare, request)
         if rows is None:
             # the top k classes take a forward run: in a run slot, stopped with the call, as the explanation is
             rows = await self.batcher.call(_top_k_rows, explainer, inputs.x, repeat)
         method = request.method or "gradcam"
         options = {name: option(value) for name, value in request.options.items()}
-        layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
+        layers = list(request.layers) or None   # none: the Model's default layer
         x = np.repeat(inputs.x, repeat, axis=0) if repeat > 1 else inputs.x
         result = await self.batcher.explain(explainer, x, rows, method, layers, request.fusion or None, options)
         want_map = request.output in (pb.OUTPUT_KIND_UNSPECIFIED, pb.OUTPUT_KIND_MAP, pb.OUTPUT_KIND_BOTH)
@@ -84,7 +84,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
                                       provider=explainer.provider, request_id=request.request_id)
         probabilities = softmax(result.logits.astype(np.float64))
         original = request.size == pb.OUTPUT_SIZE_ORIGINAL
-        fill = (response, result, probabilities, inputs, repeat, config, want_map, want_png, original)
+        fill = (response, result, probabilities, inputs, repeat, model, want_map, want_png, original)
         if want_png or original:   # PNG encoding and resizing are CPU work; copying raw maps is not
             await asyncio.to_thread(_fill, *fill)
         else:
@@ -93,21 +93,21 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         return response
 
     def _prepare(self, request: pb.ExplainRequest):
-        version, config, explainer = self.repository.get(request.model, request.version)
+        version, model, explainer = self.repository.get(request.model, request.version)
         method = request.method or "gradcam"
         if method not in METHODS:
             raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
-        inputs = self._inputs(request.images, config, explainer, self.limits)
+        inputs = self._inputs(request.images, model, explainer, self.limits)
         if request.size == pb.OUTPUT_SIZE_ORIGINAL and any(o is None for o in inputs.originals):
             raise BadRequest("maps at the original size need encoded images; tensor inputs have no original",
                              "size")
         if request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH) and any(s is None for s in inputs.shown):
             raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
         rows, repeat = _target_rows(request.targets, explainer, inputs.x)
-        return version, config, explainer, inputs, rows, repeat
+        return version, model, explainer, inputs, rows, repeat
 
     @staticmethod
-    def _inputs(messages, config, explainer, limits: Limits) -> _Inputs:
+    def _inputs(messages, model, explainer, limits: Limits) -> _Inputs:
         tensors, shown, originals = [], [], []
         for i, image in enumerate(messages):
             kind = image.WhichOneof("source")
@@ -116,8 +116,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
                     raise BadRequest(f"image {i} is {len(image.encoded)} bytes; the limit is {limits.image_bytes}",
                                      f"images[{i}].encoded")
                 rgb = _indexed(images.decode, f"images[{i}].encoded", image.encoded, limits.image_pixels)
-                fitted = images.fit(rgb, config.preprocessing)
-                tensors.append(images.normalise(fitted, config.preprocessing)[0])
+                fitted = images.fit(rgb, model.preprocessing)
+                tensors.append(images.normalise(fitted, model.preprocessing)[0])
                 shown.append(fitted)
                 originals.append(rgb)
             elif kind == "tensor":
@@ -155,11 +155,11 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         settings = Settings(deletion_step=request.deletion_step or None,
                             deletion_baseline=request.deletion_baseline or "zeros",
                             insertion_baseline=request.insertion_baseline or "blur")
-        version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
-        inputs = await asyncio.to_thread(self._inputs, [item.image for item in request.images], config, explainer,
+        version, model, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
+        inputs = await asyncio.to_thread(self._inputs, [item.image for item in request.images], model, explainer,
                                          self.limits)
-        labels, boxes = _labels_and_boxes(request.images, inputs, config, explainer)
-        layers = list(request.layers) or ([config.default_layer] if config.default_layer else None)
+        labels, boxes = _labels_and_boxes(request.images, inputs, model, explainer)
+        layers = list(request.layers) or None   # none: the Model's default layer
         response = pb.EvaluateResponse(model=request.model, version=version, request_id=request.request_id)
         for method in methods:
             scores = await self.batcher.call(evaluate, explainer, inputs.x, labels, boxes, method, layers, settings,
@@ -185,12 +185,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def GetModel(self, request: pb.GetModelRequest, context) -> pb.ModelDescription:
         if not request.model:
             raise BadRequest("the request names no model", "model")
-        version, config, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
-        info, spec = explainer.info, config.preprocessing
+        version, model, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
+        info, spec = explainer.info, model.preprocessing
         return pb.ModelDescription(
             name=request.model, version=version, input_name=info.input_name,
             input_shape=[str(d) for d in info.input_shape], layout=info.layout, num_classes=info.num_classes or 0,
-            labels=config.labels, default_layer=config.default_layer or info.default_layer,
+            labels=model.labels, default_layer=model.default_layer,
             layers=[pb.LayerDescription(name=layer.name, shape=[str(d) for d in layer.shape], op=layer.op)
                     for layer in info.layers],
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
@@ -280,17 +280,17 @@ def _top_k_rows(explainer, x: np.ndarray, k: int) -> np.ndarray:
     return _indexed(explainer.class_rows, "targets.top_k", order.reshape(-1), len(x) * k)
 
 
-def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, config, want_map: bool, want_png: bool,
+def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, model, want_map: bool, want_png: bool,
           original: bool) -> None:
     for i in range(len(inputs.x)):
         group = response.images.add()
         for k in range(i * repeat, (i + 1) * repeat):
             cam, target = result.maps[k], int(result.targets[k])
-            item = group.explanations.add(class_id=target, label=config.label(target),
+            item = group.explanations.add(class_id=target, label=model.label(target),
                                           score=float(probabilities[k, target]))
             shown = inputs.shown[i]
             if original:
-                cam, shown = images.unfit(cam, inputs.originals[i].shape[:2], config.preprocessing), inputs.originals[i]
+                cam, shown = images.unfit(cam, inputs.originals[i].shape[:2], model.preprocessing), inputs.originals[i]
             if want_map:
                 item.map.CopyFrom(pb.Tensor(shape=list(cam.shape), dtype=pb.DATA_TYPE_FLOAT32,
                                             data=np.ascontiguousarray(cam, "<f4").tobytes()))
@@ -298,7 +298,7 @@ def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, config,
                 item.overlay_png = images.encode_png(images.overlay(shown, cam))
 
 
-def _labels_and_boxes(items, inputs: _Inputs, config, explainer) -> tuple[np.ndarray, list]:
+def _labels_and_boxes(items, inputs: _Inputs, model, explainer) -> tuple[np.ndarray, list]:
     classes = explainer.info.num_classes or 0
     labels = np.array([item.label for item in items], np.int64)
     bad = [i for i, label in enumerate(labels) if not 0 <= label < classes]
@@ -310,7 +310,7 @@ def _labels_and_boxes(items, inputs: _Inputs, config, explainer) -> tuple[np.nda
         if item.boxes and inputs.originals[i] is None:
             raise BadRequest("boxes are given in encoded images' pixels; tensor images take none",
                              f"images[{i}].boxes")
-        mapped = [map_box((b.x0, b.y0, b.x1, b.y1), inputs.originals[i].shape[:2], config.preprocessing)
+        mapped = [map_box((b.x0, b.y0, b.x1, b.y1), inputs.originals[i].shape[:2], model.preprocessing)
                   for b in item.boxes]
         boxes.append([b for b in mapped if b is not None])
     return labels, boxes
