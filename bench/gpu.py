@@ -12,19 +12,19 @@ import traceback
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's per-batch progress bars; read at tqdm's import
 
-import torch  # noqa: E402  -- first: its CUDA libraries (cuBLAS, cuDNN) are in the process when ORT's CUDA EP loads
+import torch
 
 # isort: split
-import common  # noqa: E402  -- also puts scripts/ on sys.path
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-from export_default_model import mobilenet_v2  # noqa: E402  -- torchvision's weights, as the bundled ONNX was made
-from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM  # noqa: E402
+import common
+import numpy as np
+import onnxruntime as ort
+from export_default_model import mobilenet_v2
+from pytorch_grad_cam import AblationCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 
-from camserve import graph_tools as gt  # noqa: E402
-from camserve.service import Explainer  # noqa: E402
-from camserve.service.images import Preprocessing, read, to_tensor  # noqa: E402
-from camserve.service.methods import METHODS  # noqa: E402
+from camserve import graph_tools as gt
+from camserve.service import Explainer
+from camserve.service.images import Preprocessing, read, to_tensor
+from camserve.service.methods import METHODS
 
 ROOT, SIZE, cpu_model = common.ROOT, common.SIZE, common.cpu_model
 MODEL = ROOT / "models" / "mobilenet_v2" / "1" / "model.onnx"

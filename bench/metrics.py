@@ -41,10 +41,10 @@ os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's progress bars;
 # waiting keeps the peer's times about its metric, not about the load (set OMP_WAIT_POLICY=ACTIVE to compare).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-from common import (  # noqa: E402
+import numpy as np
+import onnxruntime as ort
+import torch
+from common import (
     CACHE,
     ROOT,
     SIZE,
@@ -57,19 +57,19 @@ from common import (  # noqa: E402
     plain_session,
     verdict,
 )
-from perturbation_family import layer4_output  # noqa: E402
-from pytorch_grad_cam import GradCAM  # noqa: E402
-from pytorch_grad_cam.metrics.arcc import ARCC, Coherency  # noqa: E402
-from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange, DropInConfidence, IncreaseInConfidence  # noqa: E402
-from pytorch_grad_cam.metrics.road import ROADCombined  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget  # noqa: E402
-from scipy.ndimage import gaussian_filter  # noqa: E402
+from perturbation_family import layer4_output
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.metrics.arcc import ARCC, Coherency
+from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange, DropInConfidence, IncreaseInConfidence
+from pytorch_grad_cam.metrics.road import ROADCombined
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+from scipy.ndimage import gaussian_filter
 
 sys.path.insert(0, str(ROOT / "tests"))
-from camserve.service import Explainer  # noqa: E402
-from camserve.service.evaluation import Settings, _grouped_probabilities, class_probabilities  # noqa: E402
-from camserve.service.metrics import adcc, causal, confidence, road  # noqa: E402
-from zoo import photos  # noqa: E402
+from camserve.service import Explainer
+from camserve.service.evaluation import Settings, _grouped_probabilities, class_probabilities
+from camserve.service.metrics import adcc, causal, confidence, road
+from zoo import photos
 
 PHOTOS = ("chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg",
           "retina.jpg", "ihc.png")

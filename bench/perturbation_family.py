@@ -14,11 +14,11 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")   # pytorch-grad-cam's per-batch progress bars; read at tqdm's import
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import onnxruntime as ort  # noqa: E402
-import torch  # noqa: E402
-from common import (  # noqa: E402
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from common import (
     CACHE,
     ROOT,
     SIZE,
@@ -31,10 +31,10 @@ from common import (  # noqa: E402
     plain_session,
     verdict,
 )
-from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
+from pytorch_grad_cam import AblationCAM, ScoreCAM
 
-from camserve.service import Explainer  # noqa: E402
-from camserve.service.images import Preprocessing, read, to_tensor  # noqa: E402
+from camserve.service import Explainer
+from camserve.service.images import Preprocessing, read, to_tensor
 
 FORWARD_REPEATS = 20
 REPEATS = 5                  # ours: Ablation-CAM, Recipro-CAM, FD-CAM

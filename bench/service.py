@@ -201,7 +201,7 @@ def client(target: str, request: pb.ExplainRequest, calls: int, warmup: int, rea
                 stub.Explain(request, timeout=120)
                 times.append(time.perf_counter() - start)
             out.extend(times)
-    except Exception as error:  # noqa: BLE001 -- reported by the caller, the barrier released
+    except Exception as error:
         errors.append(error)
         ready.abort()
 

@@ -11,9 +11,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from camserve.service.evaluation import METRICS  # noqa: E402
-from camserve.service.metrics.summary import adcc_of_means  # noqa: E402
-from camserve.service.report.html import write_report  # noqa: E402
+from camserve.service.evaluation import METRICS
+from camserve.service.metrics.summary import adcc_of_means
+from camserve.service.report.html import write_report
 
 SHOWN = list(METRICS)
 SHORT = {"average_drop": "AD ↓", "increase_in_confidence": "IC ↑", "average_gain": "AG ↑", "coherency": "Coh ↑",

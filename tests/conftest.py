@@ -16,7 +16,7 @@ import pytest
 # shadow an installed camserve (its service/ and graph_tools/ are mapped into it only by the install)
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from camserve.service import Explainer  # noqa: E402
+from camserve.service import Explainer
 
 TORCH_THREADS = 2
 

@@ -94,7 +94,7 @@ class ZooModel:
             tmp.replace(path)
         return path
 
-    @functools.lru_cache(maxsize=None)
+    @functools.lru_cache(maxsize=None)  # noqa: B019 -- zoo models are module constants, alive all session
     def onnx_layer(self) -> str:
         model = onnx.load(str(self.onnx_path()))
         if self.dynamo:  # dynamo names nodes after aten ops, not module scopes: the default layer is the one
@@ -151,6 +151,7 @@ ZOO = {m.name: m for m in [
 def photos(size: int = 224, names=("chelsea.png", "coffee.png")) -> np.ndarray:
     """Real photos from scikit-image, preprocessed like ImageNet models expect: (N, 3, size, size)."""
     import skimage
+
     from camserve.service.images import Preprocessing, read, to_tensor
     folder = Path(skimage.__file__).parent / "data"
     spec = Preprocessing(resize=round(size * 256 / 224), crop=size)

@@ -1,1 +1,1 @@
-"""Generated Python modules of the camserve gRPC contract (proto/camserve/); regenerate with scripts/generate_proto.sh."""
+"""Generated modules of the camserve gRPC contract (proto/camserve/v1); regenerate: scripts/generate_proto.sh."""

@@ -172,7 +172,7 @@ class Batcher:
                     results = [await asyncio.to_thread(self._guarded, batch, [job]) for job in jobs]
                 for job, result in zip(jobs, results):
                     _settle(job.future, result)
-            except Exception as error:  # noqa: BLE001 -- every waiter must hear of it, whatever it is
+            except Exception as error:
                 for job in jobs:
                     _settle(job.future, error)
             finally:

@@ -167,7 +167,7 @@ async def _accounted(servicer, rpc: str, context, outcome: _Outcome):
     except asyncio.CancelledError:   # the client cancelled, or its deadline passed: the work stops
         outcome.code = _gone(outcome)
         raise
-    except Exception as error:  # noqa: BLE001 -- no exception may leave as UNKNOWN
+    except Exception as error:
         status = _failed(error, outcome)
         await context.abort(status.code, status.details, (*status.trailing_metadata, (REQUEST_ID, outcome.request_id)))
     finally:

@@ -115,7 +115,7 @@ class ModelRepository:
             try:
                 check_model_files(self.root, path)
                 explainer = Explainer(Model(path), self.providers, **self.settings)
-            except Exception as error:  # noqa: BLE001 -- a half-written or garbage file raises anything (DecodeError)
+            except Exception as error:
                 message = f"model {name!r} version {version} cannot be loaded: {error}"
                 self._failed[key] = signature, message
                 self._count(key, "failed")

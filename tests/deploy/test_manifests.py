@@ -16,11 +16,11 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from venvs import env_of, fresh_venv, pip_install
 
 from camserve.service.cli import build_parser
 from camserve.service.client import Client, channel_options, service_config
 from serving import free_port, metrics_of, stop, wait_serving
+from venvs import env_of, fresh_venv, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import cv2
 import pytest
-from venvs import env_of, fresh_venv, pip_install
 
 import camserve
 from camserve.service.client import Client
 from serving import free_port, stop, wait_serving
+from venvs import env_of, fresh_venv, pip_install
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

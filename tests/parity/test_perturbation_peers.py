@@ -11,16 +11,16 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import numpy as np  # noqa: E402
-import onnx  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from pytorch_grad_cam import AblationCAM, ScoreCAM  # noqa: E402
-from torchcam.methods import ISCAM, SSCAM  # noqa: E402
-from torchcam.methods import ScoreCAM as TorchcamScoreCAM  # noqa: E402
+import numpy as np
+import onnx
+import pytest
+import torch
+from pytorch_grad_cam import AblationCAM, ScoreCAM
+from torchcam.methods import ISCAM, SSCAM
+from torchcam.methods import ScoreCAM as TorchcamScoreCAM
 
-from test_torchcam import run_torchcam, torchcam_normalise  # noqa: E402
-from zoo import ZOO, layer_for_module  # noqa: E402
+from test_torchcam import run_torchcam, torchcam_normalise
+from zoo import ZOO, layer_for_module
 
 TOL = 1e-3
 CASES = [("resnet18", "layer4.1"), ("real_mobilenet_v2_96", "features.17"), ("tinynet_batch1", "features.8")]

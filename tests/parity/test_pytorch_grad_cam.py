@@ -6,8 +6,18 @@ import copy
 import numpy as np
 import pytest
 import torch
-from pytorch_grad_cam import (EigenCAM, EigenGradCAM, FullGrad, GradCAM, GradCAMElementWise, GradCAMPlusPlus,
-                              HiResCAM, LayerCAM, XGradCAM)
+from pytorch_grad_cam import (
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
+
 from zoo import ZOO
 
 PEERS = {"gradcam": GradCAM, "hirescam": HiResCAM, "gradcam-elementwise": GradCAMElementWise,
@@ -61,8 +71,9 @@ def test_fullgrad_within_the_peers_own_float32_noise(name, get_explainer, get_to
 
 
 def test_multilayer_mean_fusion_equals_pytorch_grad_cam(get_explainer, get_torch, get_inputs):
-    from zoo import layer_for_module
     import onnx
+
+    from zoo import layer_for_module
     model, x = get_torch("resnet18"), get_inputs("resnet18")
     graph = onnx.load(str(ZOO["resnet18"].onnx_path()))
     modules = ["layer3.1", "layer4.1"]
@@ -80,7 +91,7 @@ def test_multilabel_class_weights_equal_a_weighted_peer_target(get_explainer, ge
     weights[1, 967], weights[1, 504] = 1.0, 0.5          # espresso + coffee mug
     ours = get_explainer("real_mobilenet_v2").explain(x, "gradcam", targets=weights,
                                                       layers=[ZOO["real_mobilenet_v2"].onnx_layer()])
-    targets = [lambda out, w=torch.from_numpy(row): (out * w).sum() for row in weights]
+    targets = [_weighted(torch.from_numpy(row)) for row in weights]
     ref = peer(GradCAM, model, [model.features[18]], x, targets)
     assert np.abs(ours - ref).max() <= TOL
 
@@ -95,3 +106,8 @@ def test_randomcam_equals_pytorch_grad_cam_after_the_same_seed(name, get_explain
     assert np.abs(ours - ref).max() <= TOL
     other = get_explainer(name).explain(x, "randomcam", layers=[zoo.onnx_layer()], seed=4)
     assert np.abs(ours - other).max() > 0.1
+
+
+def _weighted(w: torch.Tensor):
+    """A pytorch-grad-cam target: the class-weighted sum of the logits."""
+    return lambda out: (out * w).sum()

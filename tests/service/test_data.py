@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from camserve.service import BadRequest, Explainer, images
-from camserve.service.data.folder import folder_scenes
 from camserve.service.data import synthetic
+from camserve.service.data.folder import folder_scenes
 from camserve.service.data.synthetic import KINDS, OBJECTS, crop, objects, synthetic_scenes
 from camserve.service.model_config import load_config
 

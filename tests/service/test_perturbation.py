@@ -45,7 +45,8 @@ def test_a_batch_equals_one_call_per_image(method, get_explainer, get_inputs):
 @pytest.mark.parametrize("method", ["scorecam", "ablationcam", "fdcam", "reciprocam"])
 def test_chunking_bounds_the_batch_and_changes_nothing(method, get_inputs):
     x = get_inputs(TINY)[:1]
-    whole, tiny = Explainer(ZOO[TINY].onnx_path(), threads=2), Explainer(ZOO[TINY].onnx_path(), threads=2, perturbation_budget=1)
+    whole = Explainer(ZOO[TINY].onnx_path(), threads=2)
+    tiny = Explainer(ZOO[TINY].onnx_path(), threads=2, perturbation_budget=1)
     runs_whole, runs_tiny = _perturbation_runs(whole), _perturbation_runs(tiny)
     np.testing.assert_allclose(whole.explain(x, method), tiny.explain(x, method), atol=1e-5)
     # one batched run of every copy with the default budget; one image's worth per run at perturbation_budget=1

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -117,7 +116,7 @@ def test_report_shows_table_charts_and_gallery(browser, tmp_path):
     assert len(images) == 3 * (1 + len(METHODS)) - 1  # one null gallery entry
     for img in images:  # lazy images load once scrolled to; every one must decode (its relative path is right)
         browser.execute_script("arguments[0].scrollIntoView();", img)
-        WebDriverWait(browser, 10).until(lambda d: d.execute_script("return arguments[0].complete;", img))
+        WebDriverWait(browser, 10).until(lambda d, img=img: d.execute_script("return arguments[0].complete;", img))
         assert browser.execute_script("return arguments[0].naturalWidth;", img) == W, img.get_attribute("src")
     assert gallery_rows[1].find_elements(By.TAG_NAME, "td")[3].find_elements(By.TAG_NAME, "img") == []
     assert "tabby (281)" in gallery_rows[0].text and "scene-000-small" in gallery_rows[0].text
