@@ -13,6 +13,7 @@ from camserve import __version__
 from camserve import graph_tools as gt
 
 from .errors import BadRequest
+from .methods import DEFAULT
 
 # the bundled repository: package data (camserve/bundled) in an installed wheel, models/ in a checkout
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="explain one image")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
     p.add_argument("--image", required=True)
-    p.add_argument("--method", default="gradcam")
+    p.add_argument("--method", default=DEFAULT)
     p.add_argument("--target", type=int, default=None, help="class id (default: top-1)")
     p.add_argument("--layer", action="append", default=None, help="target layer; repeat for several")
     p.add_argument("--fusion", choices=["mean", "max", "adaptive"], default=None)
@@ -253,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate",
                        help="score methods with every metric on a dataset; writes results.json + index.html")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
-    p.add_argument("--methods", default="gradcam", help="comma-separated method names")
+    p.add_argument("--methods", default=DEFAULT, help="comma-separated method names")
     p.add_argument("--dataset", default="synthetic", help="'synthetic' or a folder of images with boxes.json")
     p.add_argument("--label-model", default=None, help="synthetic data: the model whose top-1 on each object "
                    "alone is its label (default: the evaluated model)")

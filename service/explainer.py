@@ -11,7 +11,7 @@ from camserve import graph_tools as gt
 
 from . import postprocess
 from .errors import BadRequest
-from .methods import METHODS, Method
+from .methods import DEFAULT, METHODS, Method
 from .model import Model
 from .numeric import count, one_blas_thread
 from .runs import Context, Result
@@ -72,20 +72,20 @@ class Explainer:
         return self._context.logits(self.check_input(x))
 
     # -- explain ------------------------------------------------------------------------------
-    def explain(self, x: np.ndarray, method: str = "gradcam", targets=None, layers: list[str] | None = None,
+    def explain(self, x: np.ndarray, method: str = DEFAULT, targets=None, layers: list[str] | None = None,
                 fusion: str | None = None, return_layers: bool = False, **options):
         """Maps (N, H, W) in [0, 1]; with return_layers, also {layer: raw (N, h, w) map}."""
         result = self.explain_full(x, method, targets, layers, fusion, **options)
         return (result.maps, result.layer_maps) if return_layers else result.maps
 
-    def explain_full(self, x: np.ndarray, method: str = "gradcam", targets=None, layers: list[str] | None = None,
+    def explain_full(self, x: np.ndarray, method: str = DEFAULT, targets=None, layers: list[str] | None = None,
                      fusion: str | None = None, **options) -> Explanation:
         """explain, with the targets, logits, layers and options it ran with. targets: class ids, one per
         image or one for all, or (N, classes) class-weight rows (an all-zero row: that image's top-1)."""
         x = self.check_input(x)
         return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
 
-    def explain_rows(self, x: np.ndarray, rows: np.ndarray, method: str = "gradcam", layers: list[str] | None = None,
+    def explain_rows(self, x: np.ndarray, rows: np.ndarray, method: str = DEFAULT, layers: list[str] | None = None,
                      fusion: str | None = None, **options) -> Explanation:
         """explain_full for an input and class rows already checked (by check_input and class_rows)."""
         spec = self.method(method)

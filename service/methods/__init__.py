@@ -5,8 +5,10 @@ import pkgutil
 
 from .base import METHODS, Method, method
 
+DEFAULT = "gradcam"   # the method a request that names none gets
+
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["METHODS", "Method", "method"]
+__all__ = ["DEFAULT", "METHODS", "Method", "method"]

@@ -15,7 +15,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ..errors import BadRequest
-from ..methods import METHODS
+from ..methods import DEFAULT, METHODS
 from .batching import Cancelled, Overloaded
 from .observability import log_call
 from .repository import ModelNotFound, ModelUnavailable
@@ -68,7 +68,7 @@ class _Outcome:
         remaining = context.time_remaining()   # after a cancellation it no longer tells; read it now
         self.deadline = None if remaining is None else time.monotonic() + remaining
         self.model = getattr(request, "model", "")
-        self.method = getattr(request, "method", "") or ("gradcam" if hasattr(request, "method") else "")
+        self.method = getattr(request, "method", "") or (DEFAULT if hasattr(request, "method") else "")
         metadata = dict(context.invocation_metadata() or ())
         self.request_id, self.bad_id = _request_id(metadata.get(REQUEST_ID), getattr(request, "request_id", ""))
         self.announced = False   # the id went out as initial metadata

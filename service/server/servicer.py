@@ -16,9 +16,9 @@ from .. import images
 from ..data.folder import map_box
 from ..errors import BadRequest
 from ..evaluation import Settings, evaluate
-from ..methods import METHODS
-from ..methods.base import softmax
+from ..methods import DEFAULT, METHODS
 from ..metrics.summary import summarise
+from ..numeric import softmax
 from ..wire import option, option_value
 from .app import Limits
 from .batching import Batcher
@@ -72,7 +72,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         if rows is None:
             # the top k classes take a forward run: in a run slot, stopped with the call, as the explanation is
             rows = await self.batcher.call(_top_k_rows, explainer, inputs.x, repeat)
-        method = request.method or "gradcam"
+        method = request.method or DEFAULT
         options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or None   # none: the Model's default layer
         x = np.repeat(inputs.x, repeat, axis=0) if repeat > 1 else inputs.x
@@ -94,7 +94,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
 
     def _prepare(self, request: pb.ExplainRequest):
         version, model, explainer = self.repository.get(request.model, request.version)
-        method = request.method or "gradcam"
+        method = request.method or DEFAULT
         if method not in METHODS:
             raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
         inputs = self._inputs(request.images, model, explainer, self.limits)
@@ -142,7 +142,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
                              "request", "images")
         if not request.model:
             raise BadRequest("the request names no model", "model")
-        methods = list(dict.fromkeys(request.methods)) or ["gradcam"]
+        methods = list(dict.fromkeys(request.methods)) or [DEFAULT]
         unknown = [m for m in methods if m not in METHODS]
         if unknown:
             raise BadRequest(f"unknown method {unknown[0]!r}; available: {', '.join(sorted(METHODS))}", "methods")
