@@ -18,7 +18,7 @@ from camserve.service.methods import METHODS
 from camserve.service.methods.base import method
 from camserve.service.model import Model
 from camserve.service.numeric import minmax
-from camserve.service.runs import Activations, Forward, Gradients, WithGradients
+from camserve.service.runs import Activations, ChannelTail, Forward, Gradients, Probed, WithGradients
 
 ROOT = Path(__file__).resolve().parents[2]
 RNG = np.random.default_rng(0)
@@ -117,6 +117,24 @@ def test_a_new_method_is_one_registration_over_a_run_kind(explainer, x):
                                    atol=1e-6)
     finally:
         del METHODS["test-sum-of-gradients"]
+
+
+def test_a_new_perturbation_method_is_one_registration_too(explainer, x):
+    """Channel occlusion through the tail run kind: one file's worth of code, no change elsewhere; on a ReLU
+    layer it is Ablation-CAM (whose fill is 0 where the layer's minimum is 0)."""
+    @method("test-occlusion", run=ChannelTail(), cost="1 forward + K tail runs")
+    def _occlusion(ev: Probed) -> np.ndarray:
+        """Test: the relative score drop when a channel is zeroed."""
+        k = ev.acts.shape[1]
+        score = (ev.logits * ev.class_weights).sum(axis=1, keepdims=True)
+        dropped = ev.probe.channels((1.0 - np.eye(k, dtype=np.float32))[None])
+        return np.einsum("nk,nkhw->nhw", (score - dropped) / score, ev.acts)
+    try:
+        assert METHODS["test-occlusion"].cost_class == "few_forwards"
+        np.testing.assert_allclose(explainer.explain(x, "test-occlusion"), explainer.explain(x, "ablationcam"),
+                                   atol=1e-6)
+    finally:
+        del METHODS["test-occlusion"]
 
 
 def test_a_bug_in_method_math_is_not_reported_as_bad_input(explainer, x):
