@@ -1,6 +1,7 @@
 """A real camserve server process on a loopback port, for the server tests and the service benchmark."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -140,3 +142,23 @@ def wait_for(what: str, check, timeout: float = 60) -> float:
         assert time.monotonic() - began < timeout, f"no sign after {timeout} s that {what}"
         time.sleep(0.1)
     return time.monotonic() - began
+
+
+@contextlib.contextmanager
+def in_thread(start, timeout: float = 60):
+    """A grpc.aio server run on an event loop of its own in a thread, so that tests can call it with the blocking
+    client as camserve's own client does. start(): a coroutine that builds and starts it, returning
+    (server, *rest); yields rest, and stops the server and the loop after."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        server, *rest = asyncio.run_coroutine_threadsafe(start(), loop).result(timeout)
+        try:
+            yield rest
+        finally:
+            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(timeout)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        loop.close()

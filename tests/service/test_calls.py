@@ -2,7 +2,6 @@
 takes a run slot and stops with its call, and a refused call stays retryable."""
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from camserve.service.server.repository import ModelRepository
 from camserve.service.server.servicer import ExplainServicer
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
-from serving import violation, wait_for
+from serving import in_thread, violation, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "mobilenet_v2"
@@ -54,20 +53,9 @@ def served():
         await server.start()
         return server, servicer, batcher, port
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        server, servicer, batcher, port = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT)
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                yield InProcess(servicer, batcher, explain_pb2_grpc.ExplainServiceStub(channel), f"127.0.0.1:{port}")
-        finally:
-            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(TIMEOUT)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(TIMEOUT)
-        loop.close()
+    with in_thread(start, TIMEOUT) as (servicer, batcher, port):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield InProcess(servicer, batcher, explain_pb2_grpc.ExplainServiceStub(channel), f"127.0.0.1:{port}")
 
 
 def _top_k(images: int, k: int) -> pb.ExplainRequest:

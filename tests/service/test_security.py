@@ -1,7 +1,6 @@
 """Model folders confined to the repository (their external data watched); bearer auth, TLS and mTLS on grpc.aio."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import shutil
 import threading
@@ -22,6 +21,7 @@ from camserve.service.server.security import (
     check_model_files,
     server_credentials,
 )
+from serving import in_thread
 
 TIMEOUT = 5.0
 TOKEN = "s3cret-token"
@@ -197,19 +197,8 @@ def _serving(echo: _Echo, interceptors=(), credentials=None):
         await server.start()
         return server, port
 
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        server, port = asyncio.run_coroutine_threadsafe(start(), loop).result(TIMEOUT)
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            asyncio.run_coroutine_threadsafe(server.stop(None), loop).result(TIMEOUT)
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(TIMEOUT)
-        loop.close()
+    with in_thread(start, TIMEOUT) as (port,):
+        yield f"127.0.0.1:{port}"
 
 
 @contextlib.contextmanager
