@@ -13,16 +13,18 @@ from .base import (
                    Run,
                    WholeNetwork,
                    WithGradients,
+                   WithHessian,
                    top1,
 )
 from .forward import Classifier, Forward
 from .gradients import ConvBlocks, FullGradients, Gradients
+from .hessian import HessianGradients
 from .inputs import InputMasks
 from .noisy import NoisyCopies, noisy_copies
 from .probe import Probe
 from .tails import ChannelTail, MosaicTail
 
 __all__ = ["Activations", "BiasGradient", "ChannelTail", "Classified", "Classifier", "Context", "ConvBlock",
-           "ConvBlocks", "Forward", "FullGradients", "Gradients", "InputMasks", "MosaicTail", "NoisyCopies",
-           "NoisyGradients", "Probe", "Probed", "ProbedGradients", "Result", "Run", "WholeNetwork", "WithGradients",
-           "noisy_copies", "top1"]
+           "ConvBlocks", "Forward", "FullGradients", "Gradients", "HessianGradients", "InputMasks", "MosaicTail",
+           "NoisyCopies", "NoisyGradients", "Probe", "Probed", "ProbedGradients", "Result", "Run", "WholeNetwork",
+           "WithGradients", "WithHessian", "noisy_copies", "top1"]

@@ -89,6 +89,11 @@ class WithGradients(Activations):
 
 
 @dataclass(kw_only=True)
+class WithHessian(WithGradients):
+    hvp: np.ndarray                 # (d2 score / d acts2) . acts, like acts
+
+
+@dataclass(kw_only=True)
 class ConvBlock(WithGradients):
     pre_grads: np.ndarray           # d score / d the block's pre-activation conv output
     bias: np.ndarray                # (K,) that conv's bias
