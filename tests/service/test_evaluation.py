@@ -61,7 +61,7 @@ def test_every_perturbation_forward_runs_in_full_batches(explainer, scenes, monk
     sizes = []
     predict = explainer.predict
     monkeypatch.setattr(explainer, "predict", lambda images: sizes.append(len(images)) or predict(images))
-    evaluate(explainer, x, labels, boxes, "gradcam")
+    evaluate(explainer, x, labels, boxes, "gradcam", settings=Settings(forward_batch=8))
     # x and the explanation images (3 each), deletion and insertion (3 x 29 each), ROAD (3 x 18)
     expected = [3, 3] + [8] * 10 + [7] + [8] * 10 + [7] + [8] * 6 + [6]
     assert sizes == expected
