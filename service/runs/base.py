@@ -43,7 +43,7 @@ class Context:
                   shown: list[str] | None = None) -> dict[str, np.ndarray]:
         """One run of the gradient graph seeded by `rows`: logits, d(rows . logits)/d layer for every layer,
         the activations of `shown` (default: the layers) and, with input_gradient, d/d input (NCHW)."""
-        size, base = self._base(x)
+        size, base = self.differentiable(x)
         shown = tuple(layers if shown is None else shown)
         key = ("gradients", tuple(layers), input_gradient, shown, *size)
         build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info)  # noqa: E731
@@ -54,7 +54,7 @@ class Context:
             out[gt.GRAD_PREFIX + self.info.input_name] = grad_x.transpose(0, 3, 1, 2)
         return out
 
-    def _base(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
+    def differentiable(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
         """The graph to differentiate for this input, and its cache-key part: models with symbolic H
         and W get a static-size copy per input size (transposed convolutions need static sizes)."""
         if all(isinstance(d, int) for d in self.info.spatial):

@@ -19,7 +19,7 @@ class HessianGradients(Run):
     cost_class = "forward"
 
     def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
-        size, base = ctx._base(x)   # a static-size copy per input size where H and W are symbolic
+        size, base = ctx.differentiable(x)   # a static-size copy per input size where H and W are symbolic
         key = ("hessian", tuple(layers), *size)
         build = lambda: gt.add_hessian(base(), layers, ctx.info)  # noqa: E731
         out = ctx.runtime.run(key, build, {ctx.info.input_name: ctx.model.feed(x), gt.CLASS_WEIGHTS: rows})
