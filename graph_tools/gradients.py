@@ -112,7 +112,16 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
         nodes.append(helper.make_node("Reshape", [adjoint, drop_axis.output[0]], [target]))
         outputs.append(helper.make_tensor_value_info(target, TensorProto.FLOAT, None))
 
-    keep_inputs = [i for i in graph.input if i.name not in set(wrt[:len(layers)]) | {seed} | set(stripped)]
+    return _finish(reversed_, set(wrt[:len(layers)]) | {seed}, nodes, outputs, stripped, info)
+
+
+def _finish(model: onnx.ModelProto, gone: set[str], nodes: list, outputs: list, stripped: dict,
+            info: ModelInfo) -> onnx.ModelProto:
+    """A differentiated graph made servable: the inputs in `gone` (and the stripped weights) dropped, the
+    class_weights input added, `outputs` its outputs, `nodes` appended, the weights it reads put back, then
+    sorted, transposes cancelled and pruned."""
+    graph = model.graph
+    keep_inputs = [i for i in graph.input if i.name not in gone | set(stripped)]
     weights = helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes])
     del graph.input[:]
     graph.input.extend(keep_inputs + [weights])
@@ -123,7 +132,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     graph.initializer.extend(tensor for name, tensor in stripped.items() if name in used)
     g.toposort(graph)
     g.cancel_transposes(graph)
-    return g.prune(g.fold_constant_transposes(g.prune(reversed_)))
+    return g.prune(g.fold_constant_transposes(g.prune(model)))
 
 
 def _without_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:

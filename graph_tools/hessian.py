@@ -9,7 +9,17 @@ from onnx import TensorProto, helper
 from . import ad_rules
 from . import graph as g
 from .errors import GraphError
-from .gradients import _DELTA, CLASS_WEIGHTS, GRAD_PREFIX, LOGITS, _drop_deltas, _seed_nodes, _shift, _without_weights
+from .gradients import (
+    _DELTA,
+    CLASS_WEIGHTS,
+    GRAD_PREFIX,
+    LOGITS,
+    _drop_deltas,
+    _finish,
+    _seed_nodes,
+    _shift,
+    _without_weights,
+)
 from .model_info import ModelInfo, inspect, load
 
 HVP_PREFIX = "hvp::"
@@ -84,19 +94,7 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in grads]
     outputs += [helper.make_tensor_value_info(HVP_PREFIX + name, TensorProto.FLOAT, None) for name in layers]
 
-    gone = set(deltas) | set(directions) | {seed} | set(stripped)
-    keep_inputs = [i for i in graph.input if i.name not in gone]
-    del graph.input[:]
-    graph.input.extend(keep_inputs)
-    graph.input.append(helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes]))
-    del graph.output[:]
-    graph.output.extend(outputs)
-    graph.node.extend(nodes)
-    used = {i for node in graph.node for i in node.input}
-    graph.initializer.extend(tensor for name, tensor in stripped.items() if name in used)
-    g.toposort(graph)
-    g.cancel_transposes(graph)
-    return g.prune(g.fold_constant_transposes(g.prune(twice)))
+    return _finish(twice, set(deltas) | set(directions) | {seed}, nodes, outputs, stripped, info)
 
 
 def _directions(graph: onnx.GraphProto, layers: list[str], directions: list[str]) -> list[onnx.NodeProto]:
