@@ -67,11 +67,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     needed for it), so shape inference and onnx-ad's passes do not serialise them again and again;
     the weights are put back at the end.
     """
-    model = load(model)
-    if g.opset(model) < 9:
-        raise GraphError(f"opset {g.opset(model)} is too old for gradient graphs (need >= 9); "
-                         "convert with onnx.version_converter first")
-    info = info or inspect(model)
+    model, info = _loaded(model, info)
     layers = list(dict.fromkeys(layers))
     g.check_produced(model.graph, layers)
     g.check_feeds(model.graph, layers, info.logits, "; it has no gradient")
@@ -113,6 +109,15 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
         outputs.append(helper.make_tensor_value_info(target, TensorProto.FLOAT, None))
 
     return _finish(reversed_, set(wrt[:len(layers)]) | {seed}, nodes, outputs, stripped, info)
+
+
+def _loaded(model, info: ModelInfo | None) -> tuple[onnx.ModelProto, ModelInfo]:
+    """The model to differentiate (opset 9 or newer) and its inspection."""
+    model = load(model)
+    if g.opset(model) < 9:
+        raise GraphError(f"opset {g.opset(model)} is too old for gradient graphs (need >= 9); "
+                         "convert with onnx.version_converter first")
+    return model, info or inspect(model)
 
 
 def _finish(model: onnx.ModelProto, gone: set[str], nodes: list, outputs: list, stripped: dict,

@@ -16,11 +16,12 @@ from .gradients import (
     LOGITS,
     _drop_deltas,
     _finish,
+    _loaded,
     _seed_nodes,
     _shift,
     _without_weights,
 )
-from .model_info import ModelInfo, inspect, load
+from .model_info import ModelInfo
 
 HVP_PREFIX = "hvp::"
 
@@ -39,11 +40,7 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
     tangent seed made in the graph from A itself. The seeds of both passes become graph-made values
     only after the passes, so onnx-ad never sees the in-graph argmax.
     """
-    model = load(model)
-    if g.opset(model) < 9:
-        raise GraphError(f"opset {g.opset(model)} is too old for gradient graphs (need >= 9); "
-                         "convert with onnx.version_converter first")
-    info = info or inspect(model)
+    model, info = _loaded(model, info)
     layers = list(dict.fromkeys(layers))
     if not layers:
         raise GraphError("nothing to differentiate: give layers")
