@@ -11,7 +11,7 @@ from camserve import graph_tools as gt
 
 from . import postprocess
 from .errors import BadRequest
-from .methods import DEFAULT, METHODS, Method
+from .methods import DEFAULT, Method, lookup
 from .model import Model
 from .numeric import count, one_blas_thread
 from .runs import Context, Result
@@ -88,7 +88,7 @@ class Explainer:
     def explain_rows(self, x: np.ndarray, rows: np.ndarray, method: str = DEFAULT, layers: list[str] | None = None,
                      fusion: str | None = None, **options) -> Explanation:
         """explain_full for an input and class rows already checked (by check_input and class_rows)."""
-        spec = self.method(method)
+        spec = lookup(method)
         options = spec.bind(options)
         fusion = fusion or spec.fusion
         if fusion not in postprocess.FUSIONS:
@@ -118,9 +118,3 @@ class Explainer:
         maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", 1.0), options.get("tanh", False))
         class_maps = result.evidence[0].extras.get("class_maps") if len(result.evidence) == 1 else None
         return Explanation(maps, spec.name, list(raw), targets, result.logits, fusion, raw, class_maps, options)
-
-    @staticmethod
-    def method(name: str) -> Method:
-        if name not in METHODS:
-            raise BadRequest(f"unknown method {name!r}; available: {', '.join(sorted(METHODS))}", "method")
-        return METHODS[name]

@@ -12,6 +12,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+from .numeric import count
+
 # the run options of the calling thread's work: a server sets one whose `terminate` stops the work's runs
 RUN_OPTIONS: contextvars.ContextVar[ort.RunOptions | None] = contextvars.ContextVar("run_options", default=None)
 
@@ -63,8 +65,7 @@ class Runtime:
 
     def __init__(self, providers: list[str] | None = None, threads: int | None = None,
                  max_sessions: int = MAX_SESSIONS):
-        if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-            raise ValueError(f"max_sessions must be an integer >= 1, got {max_sessions!r}")
+        count(max_sessions, "max_sessions", "max_sessions")
         self.requested = list(providers) if providers else default_providers()
         self.threads, self.max_sessions = threads, max_sessions
         self._sessions: collections.OrderedDict[tuple, ort.InferenceSession] = collections.OrderedDict()

@@ -172,6 +172,13 @@ def top1(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return rows
 
 
+def probed(name: str, out: dict[str, np.ndarray], rows: np.ndarray, logits: np.ndarray, probe,
+           gradients: bool) -> Probed | ProbedGradients:
+    """A perturbation run kind's evidence at one layer: its activations (and gradients) from `out`, its probe."""
+    common = dict(name=name, acts=out[name], class_weights=rows, logits=logits, probe=probe)
+    return ProbedGradients(grads=out[gt.GRAD_PREFIX + name], **common) if gradients else Probed(**common)
+
+
 def single_layer(name: str, layers: list[str]) -> list[str]:
     if len(layers) != 1:
         raise BadRequest(f"{name} explains one layer, the one feeding the classifier; got {len(layers)}", "layers")

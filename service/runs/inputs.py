@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camserve import graph_tools as gt
-
-from .base import Context, Probed, ProbedGradients, Result, Run, WholeNetwork, top1
+from .base import Context, Result, Run, WholeNetwork, probed, top1
 from .probe import Probe
 
 
@@ -42,9 +40,4 @@ class InputMasks(Run):
         if not self.at_layers:
             return Result(logits, rows, WholeNetwork(x=x, logits=logits, class_weights=rows, probe=Probe(ctx, x, rows)))
         probe = Probe(ctx, x, rows)
-        evidence = []
-        for name in layers:
-            common = dict(name=name, acts=out[name], class_weights=rows, logits=logits, probe=probe)
-            evidence.append(ProbedGradients(grads=out[gt.GRAD_PREFIX + name], **common) if self.with_gradients
-                            else Probed(**common))
-        return Result(logits, rows, evidence)
+        return Result(logits, rows, [probed(name, out, rows, logits, probe, self.with_gradients) for name in layers])

@@ -6,9 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from camserve import graph_tools as gt
-
-from .base import Context, Probed, ProbedGradients, Result, Run, top1
+from .base import Context, Result, Run, probed, top1
 from .probe import Probe
 
 
@@ -28,12 +26,9 @@ def _tail_result(ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str
         out = ctx.forward(list(dict.fromkeys(layers + fed)), x)
     logits = out[ctx.info.logits]
     rows = top1(rows, logits)
-    evidence = []
-    for name in layers:
-        probe = Probe(ctx, x, rows, name, {t: out[t] for t in ctx.model.tail_inputs(name)})
-        common = dict(name=name, acts=out[name], class_weights=rows, logits=logits, probe=probe)
-        evidence.append(ProbedGradients(grads=out[gt.GRAD_PREFIX + name], **common) if gradients else Probed(**common))
-    return Result(logits, rows, evidence)
+    return Result(logits, rows, [
+        probed(name, out, rows, logits, Probe(ctx, x, rows, name, {t: out[t] for t in ctx.model.tail_inputs(name)}),
+               gradients) for name in layers])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from .. import images
 from ..data.folder import map_box
 from ..errors import BadRequest
 from ..evaluation import Settings, evaluate
-from ..methods import DEFAULT, METHODS
+from ..methods import DEFAULT, METHODS, lookup
 from ..metrics.summary import summarise
 from ..numeric import softmax
 from ..wire import option, option_value
@@ -95,8 +95,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     def _prepare(self, request: pb.ExplainRequest):
         version, model, explainer = self.repository.get(request.model, request.version)
         method = request.method or DEFAULT
-        if method not in METHODS:
-            raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "method")
+        lookup(method)   # an unknown method fails before any image is decoded
         inputs = self._inputs(request.images, model, explainer, self.limits)
         if request.size == pb.OUTPUT_SIZE_ORIGINAL and any(o is None for o in inputs.originals):
             raise BadRequest("maps at the original size need encoded images; tensor inputs have no original",
@@ -137,15 +136,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
     async def Evaluate(self, request: pb.EvaluateRequest, context) -> pb.EvaluateResponse:
         if not request.images:
             raise BadRequest("the request holds no images", "images")
-        if len(request.images) > self.limits.images_per_request:   # each method runs on them all at once
-            raise BadRequest(f"{len(request.images)} images; the limit is {self.limits.images_per_request} per "
-                             "request", "images")
+        _check_image_count(len(request.images), self.limits)   # each method runs on them all at once
         if not request.model:
             raise BadRequest("the request names no model", "model")
         methods = list(dict.fromkeys(request.methods)) or [DEFAULT]
-        unknown = [m for m in methods if m not in METHODS]
-        if unknown:
-            raise BadRequest(f"unknown method {unknown[0]!r}; available: {', '.join(sorted(METHODS))}", "methods")
+        for name in methods:
+            lookup(name, "methods")
         options = {m: {} for m in methods}
         for key, value in request.options.items():
             name, _, setting = key.partition(".")
@@ -208,9 +204,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
 def _check_request(request: pb.ExplainRequest, limits: Limits) -> None:
     if not request.images:
         raise BadRequest("the request holds no images", "images")
-    if len(request.images) > limits.images_per_request:
-        raise BadRequest(f"{len(request.images)} images; the limit is {limits.images_per_request} per request",
-                         "images")
+    _check_image_count(len(request.images), limits)
     if request.targets.WhichOneof("kind") == "top_k":
         # k maps per image: the run explains images x k, and that is what the limit bounds
         maps = len(request.images) * request.targets.top_k
@@ -222,6 +216,11 @@ def _check_request(request: pb.ExplainRequest, limits: Limits) -> None:
     for name, enum, value in (("output", pb.OutputKind, request.output), ("size", pb.OutputSize, request.size)):
         if value not in enum.values():
             raise BadRequest(f"{name} {value} is not one of {', '.join(enum.keys())}", name)
+
+
+def _check_image_count(count: int, limits: Limits) -> None:
+    if count > limits.images_per_request:
+        raise BadRequest(f"{count} images; the limit is {limits.images_per_request} per request", "images")
 
 
 def _indexed(fn, field: str, *args):
