@@ -63,15 +63,15 @@ def cmd_explain(args) -> None:
     from .model import Model
 
     options = dict(_option(o) for o in args.option)
-    config = Model(args.model)
-    explainer = Explainer(config, threads=args.threads, perturbation_budget=args.perturbation_budget)
-    shown = images.fit(images.read(args.image), config.preprocessing)
-    x = images.normalise(shown, config.preprocessing)
+    model = Model(args.model)
+    explainer = Explainer(model, threads=args.threads, perturbation_budget=args.perturbation_budget)
+    shown = images.fit(images.read(args.image), model.preprocessing)
+    x = images.normalise(shown, model.preprocessing)
     result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], args.layer,
                                     args.fusion, **options)
     cam = result.maps[0]
     target = int(result.targets[0])
-    print(f"{args.method} on {config.name} ({explainer.provider}): class {target} '{config.label(target)}', "
+    print(f"{args.method} on {model.name} ({explainer.provider}): class {target} '{model.label(target)}', "
           f"layers {result.layers[:3]}{' ...' if len(result.layers) > 3 else ''}"
           + (f", options {result.options}" if result.options else ""))
     if args.save_map:
@@ -89,7 +89,7 @@ def cmd_evaluate(args) -> None:
     from . import images
     from .evaluation import Settings
     from .explainer import Explainer
-    from .methods import METHODS
+    from .methods import METHODS, lookup
     from .model import Model
     from .study import Study, run
 
@@ -101,8 +101,7 @@ def cmd_evaluate(args) -> None:
     if not methods:
         raise BadRequest(f"--methods names no method; available: {', '.join(sorted(METHODS))}", "methods")
     for method in methods:
-        if method not in METHODS:   # fail before any work
-            raise BadRequest(f"unknown method {method!r}; available: {', '.join(sorted(METHODS))}", "methods")
+        lookup(method, "methods")   # fail before any work
     options: dict[str, dict] = {}
     for text in args.option:
         key, value = _option(text)
@@ -110,8 +109,8 @@ def cmd_evaluate(args) -> None:
         if not dot or method not in methods:
             raise BadRequest(f"--option takes METHOD.KEY=VALUE for one of {methods}, got {text!r}", "option")
         options.setdefault(method, {})[name] = value
-    config = Model(args.model)
-    explainer = Explainer(config, threads=args.threads, perturbation_budget=args.perturbation_budget)
+    model = Model(args.model)
+    explainer = Explainer(model, threads=args.threads, perturbation_budget=args.perturbation_budget)
     layers = args.layer
 
     def top1(x: np.ndarray) -> int:
@@ -119,28 +118,28 @@ def cmd_evaluate(args) -> None:
 
     if args.dataset == "synthetic":
         from .data.synthetic import synthetic_scenes
-        size = config.preprocessing.crop or explainer.info.spatial[0]
-        if not isinstance(size, int) or (not config.preprocessing.crop and explainer.info.spatial[1] != size):
-            raise BadRequest(f"synthetic scenes are square: give {config.name} a preprocessing crop (its input is "
+        size = model.preprocessing.crop or explainer.info.spatial[0]
+        if not isinstance(size, int) or (not model.preprocessing.crop and explainer.info.spatial[1] != size):
+            raise BadRequest(f"synthetic scenes are square: give {model.name} a preprocessing crop (its input is "
                              f"{explainer.info.spatial})", "dataset")
-        labeller, labeller_config = explainer, config
+        labeller, labeller_model = explainer, model
         if args.label_model:
-            labeller_config = Model(args.label_model)
-            labeller = Explainer(labeller_config, threads=args.threads)
+            labeller_model = Model(args.label_model)
+            labeller = Explainer(labeller_model, threads=args.threads)
         # an object alone is a photo crop of any size: the labelling model's full preprocessing applies
         scenes = synthetic_scenes(args.n, lambda rgb: int(labeller.predict(images.to_tensor(
-            rgb, labeller_config.preprocessing)).argmax()), size, args.seed)
-        target = f"label: {labeller_config.name}'s top-1 on the object alone (the first object of a pair)"
+            rgb, labeller_model.preprocessing)).argmax()), size, args.seed)
+        target = f"label: {labeller_model.name}'s top-1 on the object alone (the first object of a pair)"
     else:
         from .data.folder import folder_scenes
-        scenes = folder_scenes(args.dataset, config.preprocessing,
-                               lambda fitted: top1(images.normalise(fitted, config.preprocessing)), limit=args.n)
+        scenes = folder_scenes(args.dataset, model.preprocessing,
+                               lambda fitted: top1(images.normalise(fitted, model.preprocessing)), limit=args.n)
         target = "label: from the boxes file, else the model's top-1 on the image"
     settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed,
                         forward_batch=args.forward_batch)
     study = Study(methods, options, layers, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
     with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
-        results = run(explainer, config, scenes, study, Path(args.out), target,
+        results = run(explainer, model, scenes, study, Path(args.out), target,
                       "synthetic" if args.dataset == "synthetic" else Path(args.dataset).name, bar.update)
     width = max(len(m) for m in methods)
     print(f"{'method':<{width}}  " + "  ".join(f"{k[:12]:>12}" for k in ("adcc", "deletion_auc", "insertion_auc",

@@ -50,10 +50,6 @@ class Model:
         self.preprocessing = preprocessing or config.preprocessing
         self.default_layer = default_layer or config.default_layer or self.info.default_layer
 
-    @property
-    def config(self) -> ModelConfig:
-        return ModelConfig(self.path or Path(""), self.name, self.labels, self.preprocessing, self.default_layer)
-
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
 

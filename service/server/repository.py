@@ -24,8 +24,7 @@ class ModelUnavailable(RuntimeError):
 
 @dataclass
 class _Loaded:
-    model: Model
-    explainer: Explainer
+    explainer: Explainer   # its Model: explainer.model
     signature: tuple
 
 
@@ -96,21 +95,21 @@ class ModelRepository:
             raise ModelNotFound(f"model {name!r} version {version} was removed")
         loaded = self._loaded.get(key)
         if loaded is not None and loaded.signature == signature:
-            return loaded.model, loaded.explainer
+            return loaded.explainer.model, loaded.explainer
         with self._lock:
             lock = self._locks.setdefault(key, threading.Lock())
         if loaded is not None and not lock.acquire(blocking=False):
-            return loaded.model, loaded.explainer   # another call is loading the new files: serve the old
+            return loaded.explainer.model, loaded.explainer   # another call is loading the new files: serve the old
         if loaded is None:
             lock.acquire()
         try:
             loaded = self._loaded.get(key)
             if loaded is not None and loaded.signature == signature:
-                return loaded.model, loaded.explainer
+                return loaded.explainer.model, loaded.explainer
             failed = self._failed.get(key)
             if failed is not None and failed[0] == signature:
                 if loaded is not None:
-                    return loaded.model, loaded.explainer
+                    return loaded.explainer.model, loaded.explainer
                 raise ModelUnavailable(failed[1])
             try:
                 check_model_files(self.root, path)
@@ -121,12 +120,12 @@ class ModelRepository:
                 self._count(key, "failed")
                 log.warning(message, extra={"fields": {"model": name, "version": version}})
                 if loaded is not None:
-                    return loaded.model, loaded.explainer
+                    return loaded.explainer.model, loaded.explainer
                 raise ModelUnavailable(message) from error
             self._count(key, "reloaded" if loaded is not None else "loaded")
             log.info(f"model {name} version {version} {'reloaded' if loaded else 'loaded'} on {explainer.provider}",
                      extra={"fields": {"model": name, "version": version, "provider": explainer.provider}})
-            self._loaded[key] = _Loaded(explainer.model, explainer, signature)
+            self._loaded[key] = _Loaded(explainer, signature)
             self._failed.pop(key, None)
             return explainer.model, explainer
         finally:
