@@ -58,6 +58,7 @@ def _rule_table(reverse_nodes) -> dict:
     table["AveragePool"] = _rebound(rules.REVERSE["AveragePool"], _average_count=average_count,
                                     _window_spread=_window_spread)
     table["LpPool"] = _rebound(rules.REVERSE["LpPool"], _window_spread=_window_spread)
+    table["Resize"] = table["Upsample"] = functools.partial(_resize_reverse, rules.REVERSE["Resize"])
     for op in _SUBGRAPH_OPS:
         table[op] = _rebound(rules.REVERSE[op], reverse_nodes=reverse_nodes)
     return table
@@ -165,6 +166,42 @@ def _adjoint_as_conv(ctx, node, attrs, folded):
     return ctx.b.op("Conv", [folded, ctx.b.constant(flipped, ctx.dtype(node.input[1]), flipped.shape)],
                     pads=flipped_pads, group=group, kernel_shape=kernel, strides=[1] * n,
                     dilations=[1] * n, stem="a_conv")
+
+
+def _resize_reverse(stock, ctx, node, grads):
+    """onnx-ad's own Resize adjoint, which asks for the declared extent of every axis, on a tape that reads a
+    symbolic batch as 1: a batch is never resized (a Resize that scales it is refused), and onnx-ad only
+    compares the batch's extents, never uses them."""
+    rank = ctx.rank(node.input[0])
+    scales, sizes, _ = rules._resize_extents(ctx, node, rank)
+    if (scales is not None and scales[0] != 1.0) or sizes is not None:
+        return stock(ctx, node, grads)
+    return stock(_BatchAsOne(ctx), node, grads)
+
+
+class _BatchAsOne:
+    """A view of onnx-ad's tape whose static shapes read a symbolic leading (batch) dim as 1."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+        self.shapes = _BatchAsOneShapes(ctx.shapes)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+class _BatchAsOneShapes:
+    def __init__(self, shapes):
+        self._shapes = shapes
+
+    def static(self, name):
+        shape = self._shapes.shape(name)
+        if not shape or any(d is None for d in shape[1:]):
+            return self._shapes.static(name)
+        return [1 if shape[0] is None else shape[0], *shape[1:]]
+
+    def __getattr__(self, name):
+        return getattr(self._shapes, name)
 
 
 def _ones_kernel(ctx, node, attrs):

@@ -1,10 +1,13 @@
 """Insert d(score)/d(activation) for chosen tensors into the graph, seeded by a `class_weights` input.
 
+The score is a linear functional of the model's output: sum(W * output) per image, W the
+`class_weights` input shaped like the output (a classifier's (N, classes) rows, a segmenter's map,
+a detector's raw head), or (N, T, *output) with `seeds`: T targets per image in one run.
 The adjoint of an activation A is taken with onnx-ad: A is shifted by a zero-valued `delta` input,
 the model is reversed with respect to those deltas, and each delta input is then replaced by
 zeros made in the graph (ConstantOfShape(Shape(A))), so callers feed only the image and the
-class weights. A class-weight row of all zeros means "the top-1 class of this image", resolved
-inside the graph, so the default target costs no extra forward pass.
+weights. For a classifier a class-weight row of all zeros means "the top-1 class of this image",
+resolved inside the graph, so the default target costs no extra forward pass.
 """
 from __future__ import annotations
 
@@ -55,13 +58,15 @@ def bias_terms(model: onnx.ModelProto, info: ModelInfo | None = None) -> list[tu
 
 
 def add_gradients(model, layers: list[str], input_gradient: bool = False,
-                  activations: list[str] | None = None, info: ModelInfo | None = None) -> onnx.ModelProto:
+                  activations: list[str] | None = None, info: ModelInfo | None = None,
+                  seeds: bool = False) -> onnx.ModelProto:
     """A graph with inputs (image, class_weights) and outputs, in this order:
 
-    `logits`, the activation of each layer (its own tensor name; only those in `activations` when
-    given), `grad::<layer>` for each layer, and `grad::<input>` when `input_gradient` is set.
-    Gradients are of sum(class_weights * logits) per image; the batch axis must already be dynamic
-    (see make_batch_dynamic). `info` is inspect(model), when the caller already has it.
+    `logits` (the output targets weigh, `info.logits`), the activation of each layer (its own tensor
+    name; only those in `activations` when given), `grad::<layer>` for each layer, and `grad::<input>`
+    when `input_gradient` is set. Gradients are of sum(class_weights * logits) per image; with `seeds`,
+    class_weights is (N, T, *output) and each gradient (N, T, *layer), one per target. The batch axis
+    must already be dynamic (see make_batch_dynamic). `info` is inspect(model), when the caller has it.
 
     The rewriting runs on a copy whose large weights are graph inputs (their values are never
     needed for it), so shape inference and onnx-ad's passes do not serialise them again and again;
@@ -79,7 +84,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     g.fold_constants(work)
     graph = work.graph
     del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, ["N", info.num_classes]))
+    graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))
     g.prune(work)
     _shift(work, layers)
 
@@ -95,8 +100,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     adjoints = [o.name for o in graph.output if o.name != info.logits]
 
     nodes = _drop_deltas(graph, layers)
-    nodes += _seed_nodes(reversed_, info.logits, seed)
-    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
+    nodes += _seed_nodes(reversed_, info, seed, seeds)
+    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, info.weights_shape)]
     if info.logits != LOGITS:
         nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
     shown = layers if activations is None else [name for name in layers if name in set(activations)]
@@ -105,10 +110,13 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     nodes.append(drop_axis)
     for adjoint, name in zip(adjoints, wrt):
         target = GRAD_PREFIX + name.removeprefix(_DELTA)
-        nodes.append(helper.make_node("Reshape", [adjoint, drop_axis.output[0]], [target]))
+        if seeds:   # (N, K, h, w, T) -> (N, T, K, h, w)
+            nodes.append(helper.make_node("Transpose", [adjoint], [target], perm=[0, 4, 1, 2, 3]))
+        else:       # (N, K, h, w, 1) -> (N, K, h, w)
+            nodes.append(helper.make_node("Reshape", [adjoint, drop_axis.output[0]], [target]))
         outputs.append(helper.make_tensor_value_info(target, TensorProto.FLOAT, None))
 
-    return _finish(reversed_, set(wrt[:len(layers)]) | {seed}, nodes, outputs, stripped, info)
+    return _finish(reversed_, set(wrt[:len(layers)]) | {seed}, nodes, outputs, stripped, info, seeds)
 
 
 def _loaded(model, info: ModelInfo | None) -> tuple[onnx.ModelProto, ModelInfo]:
@@ -121,13 +129,15 @@ def _loaded(model, info: ModelInfo | None) -> tuple[onnx.ModelProto, ModelInfo]:
 
 
 def _finish(model: onnx.ModelProto, gone: set[str], nodes: list, outputs: list, stripped: dict,
-            info: ModelInfo) -> onnx.ModelProto:
+            info: ModelInfo, seeds: bool = False) -> onnx.ModelProto:
     """A differentiated graph made servable: the inputs in `gone` (and the stripped weights) dropped, the
-    class_weights input added, `outputs` its outputs, `nodes` appended, the weights it reads put back, then
-    sorted, transposes cancelled and pruned."""
+    class_weights input added (with a targets axis T after the batch for `seeds`), `outputs` its outputs,
+    `nodes` appended, the weights it reads put back, then sorted, transposes cancelled and pruned."""
     graph = model.graph
     keep_inputs = [i for i in graph.input if i.name not in gone | set(stripped)]
-    weights = helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes])
+    shape = info.weights_shape
+    shape = [shape[0], "T", *shape[1:]] if seeds else shape
+    weights = helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, shape)
     del graph.input[:]
     graph.input.extend(keep_inputs + [weights])
     del graph.output[:]
@@ -212,9 +222,18 @@ def _drop_deltas(graph: onnx.GraphProto, layers: list[str]) -> list[onnx.NodePro
     return zeros
 
 
-def _seed_nodes(model: onnx.ModelProto, logits: str, seed: str) -> list[onnx.NodeProto]:
-    """seed (N, C, 1) = class_weights, with all-zero rows replaced by the one-hot of argmax(logits)."""
+def _seed_nodes(model: onnx.ModelProto, info: ModelInfo, seed: str, seeds: bool = False) -> list[onnx.NodeProto]:
+    """onnx-ad's seed (the output's shape and a trailing seed axis) from class_weights: a classifier's (N, C, 1)
+    with all-zero rows replaced by the one-hot of argmax(logits); any other output's weights as they are, the
+    targets axis T of `seeds` moved last."""
     p = "seed::"
+    rank = len(info.output_shape)
+    if seeds:
+        return [helper.make_node("Transpose", [CLASS_WEIGHTS], [seed], perm=[0, *range(2, rank + 1), 1])]
+    if info.kind != "classifier":
+        last = g.constant_node(p + "last_axis", np.array([-1], np.int64))
+        return [last, helper.make_node("Unsqueeze", [CLASS_WEIGHTS, last.output[0]], [seed])]
+    logits = info.logits
     nodes = [helper.make_node("Abs", [CLASS_WEIGHTS], [p + "abs"])]
     nodes += g.reduce_node("ReduceSum", model, p + "abs", p + "l1", [1])
     nodes += [

@@ -51,7 +51,7 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
     work, stripped = _without_weights(model)
     g.fold_constants(work)
     del work.graph.output[:]
-    work.graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, ["N", info.num_classes]))
+    work.graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))
     g.prune(work)
     _shift(work, layers)
     if g.opset(work) < 16:  # MaxPool's adjoint needs ScatterND with reduction (opset 16)
@@ -73,8 +73,8 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
 
     nodes = _directions(graph, layers, directions)
     nodes += _drop_deltas(graph, layers)
-    nodes += _seed_nodes(twice, info.logits, seed)
-    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", info.num_classes])]
+    nodes += _seed_nodes(twice, info, seed)
+    outputs = [helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, info.weights_shape)]
     if info.logits != LOGITS:
         nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in layers]

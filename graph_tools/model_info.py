@@ -1,4 +1,5 @@
-"""What a model is, read off its graph: image input, layout, logits, candidate CAM layers, classifier weights."""
+"""What a model is, read off its graph: image input, layout, kind (classifier, segmenter, detector, embedding), the
+output targets weigh, candidate CAM layers, classifier weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -14,6 +15,15 @@ from .errors import GraphError
 # Spatial size assumed for shape inference when the model leaves H and W symbolic.
 PROBE_SIZE = 224
 
+KINDS = ("classifier", "segmenter", "detector", "embedding")
+# the raw heads a detector's output is read as (their decoding lives with the service's detection math)
+HEADS = ("yolov8", "yolov5", "nms")
+# single-stage detectors predict at these strides (P3-P5; P6 models add 64)
+_STRIDES = ((8, 16, 32), (8, 16, 32, 64))
+_DECLARE = ('declare it: "kind" (one of classifier, segmenter, detector, embedding), "output" (the tensor targets '
+            'weigh) and, for a detector, "head" (yolov8: N x (4+K) x A, yolov5: N x A x (5+K), nms: N x D x 6) in '
+            'config.json, or Model(path, kind=..., output=..., head=...)')
+
 
 @dataclass(frozen=True)
 class Layer:
@@ -27,11 +37,16 @@ class ModelInfo:
     input_name: str
     input_shape: tuple
     layout: str                      # "NCHW" or "NHWC"
-    logits: str                      # tensor holding pre-softmax scores
-    num_classes: int | None
+    logits: str                      # the output targets weigh: a classifier's pre-softmax scores, a segmenter's
+    #                                  map, a detector's raw head, an embedding
+    num_classes: int | None          # classes (a detector's K); an embedding's size
     softmax_removed: bool            # True when the graph's output was a Softmax and logits sit before it
     layers: tuple[Layer, ...] = field(default_factory=tuple)
     default_layer: str = ""
+    kind: str = "classifier"         # one of KINDS
+    output_shape: tuple = ()         # the shape of `logits` (the batch axis as the graph names it)
+    head: str | None = None          # a detector's head layout, one of HEADS
+    scales: tuple[tuple[int, int, str], ...] = ()   # a detector's (stride, anchors, branch layer), head order
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -45,6 +60,15 @@ class ModelInfo:
     @property
     def channels(self) -> int | str | None:
         return self.input_shape[1 if self.layout == "NCHW" else 3]
+
+    @property
+    def weights_shape(self) -> list:
+        """The shape of the target weights (one tensor per image, shaped like the output): a classifier's
+        (N, classes); else the output's, its sizes left open where the input's spatial size is."""
+        if self.kind == "classifier":
+            return ["N", self.num_classes]
+        static = all(isinstance(d, int) for d in self.spatial)
+        return ["N", *(d if static and isinstance(d, int) else None for d in self.output_shape[1:])]
 
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
@@ -93,8 +117,16 @@ def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layou
     return probe
 
 
-def _logits(model: onnx.ModelProto) -> tuple[str, bool]:
+def _logits(model: onnx.ModelProto, output: str | None) -> tuple[str, bool]:
+    """The tensor targets weigh, and whether a final Softmax was stepped over: the named `output` as it is,
+    else the first graph output, or what its Softmax reads."""
     graph = model.graph
+    if output:
+        known = {o for node in graph.node for o in node.output} | {o.name for o in graph.output}
+        if output not in known:
+            names = ", ".join(o.name for o in graph.output)
+            raise GraphError(f"no tensor {output!r} in the graph (its outputs: {names})")
+        return output, False
     if not graph.output:
         raise GraphError("the graph has no outputs")
     name = graph.output[0].name
@@ -104,20 +136,127 @@ def _logits(model: onnx.ModelProto) -> tuple[str, bool]:
     return name, False
 
 
-def inspect(source) -> ModelInfo:
-    """Describe the model: its image input, logits tensor and every candidate target layer."""
+def _anchors(spatial: tuple, strides: tuple[int, ...]) -> int | None:
+    """The anchor count of a single-stage head at these strides (ceil(H/s) * ceil(W/s) summed), if H, W are known."""
+    if not all(isinstance(d, int) for d in spatial):
+        return None
+    return sum(-(-spatial[0] // s) * -(-spatial[1] // s) for s in strides)
+
+
+def _head(model: onnx.ModelProto, shape: list, spatial: tuple) -> str | None:
+    """The detector head an output of this shape is, or None."""
+    if any(node.op_type == "NonMaxSuppression" for node in model.graph.node):
+        return "nms" if len(shape) == 3 and shape[-1] == 6 else None
+    if len(shape) != 3:
+        return None
+    counts = {_anchors(spatial, strides) for strides in _STRIDES} - {None}
+    if shape[2] in counts and isinstance(shape[1], int) and shape[1] > 4:
+        return "yolov8"
+    if shape[1] in counts and isinstance(shape[2], int) and shape[2] > 5:
+        return "yolov5"
+    return None
+
+
+_PASS = ("Flatten", "Reshape", "Squeeze", "Identity", "Dropout", "Softmax", "LogSoftmax")
+
+
+def _vector_kind(model: onnx.ModelProto, name: str) -> str:
+    """classifier or embedding, for an N x D output: an embedding is pooled features or a normalised vector, with no
+    linear layer or 1x1-conv head after the last feature map; everything else reads as a classifier."""
+    producers = g.producers(model.graph)
+    node = producers.get(name)
+    while node is not None and node.op_type in _PASS:
+        node = producers.get(node.input[0])
+    if node is None:
+        return "classifier"
+    if node.op_type in ("LpNormalization",) or (node.op_type == "Div" and _is_norm(producers, node.input[1])):
+        return "embedding"
+    if node.op_type in ("GlobalAveragePool", "ReduceMean", "GlobalMaxPool", "ReduceMax"):
+        before = producers.get(node.input[0])
+        while before is not None and before.op_type in ("Relu", "Clip", "HardSwish", "Sigmoid", "Mul", "Identity"):
+            if before.op_type == "Mul" and "Sigmoid" not in {getattr(producers.get(i), "op_type", "") for i in
+                                                             before.input}:
+                break
+            before = producers.get(before.input[0])
+        return "classifier" if before is not None and before.op_type == "Conv" else "embedding"
+    return "classifier"
+
+
+def _is_norm(producers: dict, name: str) -> bool:
+    """Whether `name` is an L2 norm of something (ReduceL2, or Sqrt of a sum of squares), maybe clipped."""
+    node = producers.get(name)
+    for _ in range(4):
+        if node is None:
+            return False
+        if node.op_type in ("ReduceL2", "Sqrt"):
+            return True
+        if node.op_type not in ("Clip", "Max", "Add", "Expand", "Identity"):
+            return False
+        node = producers.get(node.input[0])
+    return False
+
+
+def _kind(model: onnx.ModelProto, logits: str, shape: list, spatial: tuple, softmax: bool,
+          kind: str | None, head: str | None) -> tuple[str, str | None]:
+    """The model's kind and detector head, read off its output's shape (or checked, where declared)."""
+    found = f"output {logits!r} of shape {_shown(shape)}"
+    if kind is not None and kind not in KINDS:
+        raise GraphError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if head is not None and head not in HEADS:
+        raise GraphError(f"unknown detector head {head!r}; choose one of {', '.join(HEADS)}")
+    if kind in (None, "detector"):
+        read = head or _head(model, shape, spatial)
+        if read is not None:
+            return "detector", read
+        if kind == "detector":
+            raise GraphError(f"{found} is not a detector head camserve reads (yolov8: N x (4+K) x A, yolov5: "
+                             f"N x A x (5+K) with A anchors at strides 8/16/32, nms: N x D x 6); {_DECLARE}")
+    if kind is not None:
+        want = {"classifier": 2, "embedding": 2, "segmenter": 4}[kind]
+        if len(shape) != want:
+            raise GraphError(f"a {kind} has an output of rank {want}; {found}")
+        return kind, None
+    if len(shape) == 2:
+        return ("classifier" if softmax else _vector_kind(model, logits)), None
+    if len(shape) == 4 and all(isinstance(d, int) for d in shape[2:]) and shape[2] * shape[3] > 1:
+        return "segmenter", None
+    raise GraphError(f"the model's {found} matches no model kind camserve knows (classifier N x classes, segmenter "
+                     f"N x K x H x W, detector raw heads or NMS, embedding N x D); {_DECLARE}")
+
+
+def _shown(shape: list) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def inspect(source, kind: str | None = None, output: str | None = None, head: str | None = None) -> ModelInfo:
+    """Describe the model: its image input, kind, the output targets weigh and every candidate target layer.
+
+    kind, output and head override what the graph is read as (config.json's "kind", "output", "head").
+    """
     model = load(source)
     value, layout = _image_input(model)
-    logits, removed = _logits(model)
+    logits, removed = _logits(model, output)
     values = g.infer(_with_static_input(model, value, layout))
     logit_dims = g.dims(values[logits]) if logits in values else []
-    num_classes = logit_dims[-1] if logit_dims and isinstance(logit_dims[-1], int) else None
+    if not logit_dims:
+        raise GraphError(f"the shape of output {logits!r} is unknown even after shape inference")
+    spatial = tuple(PROBE_SIZE if isinstance(d, str) or d is None else d
+                    for d in (g.dims(value)[a] for a in spatial_axes(layout)))
+    kind, head = _kind(model, logits, logit_dims, spatial, removed, kind, head)
+    if kind == "detector":
+        extent = {"yolov8": logit_dims[1] - 4 if isinstance(logit_dims[1], int) else None,
+                  "yolov5": logit_dims[2] - 5 if isinstance(logit_dims[2], int) else None, "nms": None}[head]
+        num_classes = extent
+    elif kind == "segmenter":
+        num_classes = logit_dims[1] if isinstance(logit_dims[1], int) else None
+    else:
+        num_classes = logit_dims[-1] if isinstance(logit_dims[-1], int) else None
     needed = g.ancestors(model.graph, [logits])
     layers = []
     for node in model.graph.node:
         for out in node.output:
             info = values.get(out)
-            if out not in needed or info is None:
+            if out not in needed or out == logits or info is None:
                 continue
             if info.type.tensor_type.elem_type != TensorProto.FLOAT:
                 continue
@@ -127,10 +266,66 @@ def inspect(source) -> ModelInfo:
             if shape[2] * shape[3] > 1 and node.op_type not in ("Constant", "Shape"):
                 layers.append(Layer(out, tuple(shape), node.op_type))
     if not layers:
-        raise GraphError("the graph has no 4-D float activations with spatial size > 1 before its logits; "
+        raise GraphError(f"the graph has no 4-D float activations with spatial size > 1 before its output {logits!r}; "
                          "CAM methods need a convolutional feature map")
+    scales = _scales(model, layers, spatial) if kind == "detector" else ()
     return ModelInfo(value.name, tuple(g.dims(value)), layout, logits, num_classes, removed,
-                     tuple(layers), layers[-1].name)
+                     tuple(layers), _default_layer(kind, layers, num_classes, scales), kind, tuple(logit_dims), head,
+                     scales)
+
+
+def _default_layer(kind: str, layers: list[Layer], num_classes: int | None, scales: tuple) -> str:
+    """The layer a map is taken at when the caller names none.
+
+    A classifier's or embedding's: the last feature map. A segmenter's: the last of its coarsest feature maps
+    (the encoder's bottleneck, or an FCN's dilated backbone output) that is not a per-class score map. A
+    detector's: the branch point of its coarsest head scale (a detection target takes its own scale's).
+    """
+    if kind == "detector" and scales:
+        return scales[-1][2]
+    if kind == "segmenter":
+        area = min(layer.shape[2] * layer.shape[3] for layer in layers)
+        coarse = [layer for layer in layers if layer.shape[2] * layer.shape[3] == area]
+        features = [layer for layer in coarse if layer.shape[1] != num_classes] or coarse
+        return features[-1].name
+    return layers[-1].name
+
+
+def _scales(model: onnx.ModelProto, layers: list[Layer], spatial: tuple) -> tuple[tuple[int, int, str], ...]:
+    """(stride, anchors, branch layer) of each head scale of a single-stage detector, finest first (the order the
+    anchors axis of YOLO exports follows). The branch layer is the feature map every path to that scale's
+    predictions passes through, nearest the predictions: the neck output the scale's box and class branches
+    both read (where ODAM takes a detection's map). Scales with no such layer are left out."""
+    graph = model.graph
+    found = []
+    for strides in _STRIDES:
+        for stride in strides:
+            size = (-(-spatial[0] // stride), -(-spatial[1] // stride))
+            at = [layer for layer in layers if tuple(layer.shape[2:]) == size]
+            if not at:
+                break
+            last = at[-1].name           # the scale's predictions before they are flattened into anchors
+            for layer in reversed(at[:-1]):
+                if _dominates(graph, layer.name, last):
+                    found.append((stride, size[0] * size[1], layer.name))
+                    break
+        if len(found) == len(strides):
+            break
+        found = []
+    return tuple(found)
+
+
+def _dominates(graph: onnx.GraphProto, via: str, target: str) -> bool:
+    """Whether every path from the graph inputs to `target` passes through tensor `via`."""
+    reached = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    reached.discard(via)
+    for node in graph.node:   # topological order
+        if node.op_type == "Constant" or (node.input and all(i in reached or not i for i in node.input
+                                                                if i != via) and via not in node.input):
+            reached.update(node.output)
+        if target in reached:
+            return False
+    return target not in reached
 
 
 def linear_head(model: onnx.ModelProto, layer: str) -> tuple[np.ndarray, np.ndarray, str] | None:

@@ -9,9 +9,10 @@ import onnx
 
 from camserve import graph_tools as gt
 
-from . import postprocess
+from . import detection, postprocess
+from . import targets as targets_
 from .errors import BadRequest
-from .methods import DEFAULT, Method, lookup
+from .methods import DEFAULT, METHODS, Method, lookup
 from .model import Model
 from .numeric import count, one_blas_thread
 from .runs import Context, Result
@@ -23,12 +24,14 @@ class Explanation:
     maps: np.ndarray                       # (N, H, W) float32 in [0, 1]
     method: str
     layers: list[str]
-    targets: np.ndarray                    # (N,) the class each map explains (argmax of its weight row)
+    targets: np.ndarray                    # (N,) the class each map explains (argmax of its weight row; for
+    #                                        targets of camserve.targets, their class, -1 for a similarity)
     logits: np.ndarray
     fusion: str
     layer_maps: dict[str, np.ndarray] = field(default_factory=dict)   # raw (N, h, w) per layer
     class_maps: np.ndarray | None = None   # (N, classes, h, w) raw maps of every class, where a run gives them
     options: dict = field(default_factory=dict)   # every option the method ran with, defaults included
+    target_objects: list | None = None     # per image, the camserve.targets it explains (None: class rows)
 
 
 class Explainer:
@@ -55,6 +58,11 @@ class Explainer:
         return self.model.info
 
     @property
+    def kind(self) -> str:
+        """classifier, segmenter, detector or embedding: what the model's output is read as."""
+        return self.model.kind
+
+    @property
     def provider(self) -> str:
         return self.runtime.providers[0] if self.runtime.providers else ""
 
@@ -68,8 +76,33 @@ class Explainer:
         return self.model.class_rows(targets, n)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits (N, classes) of a preprocessed float32 (N, C, H, W) batch."""
+        """The output targets weigh (a classifier's logits (N, classes)) of a preprocessed float32 (N, C, H, W)
+        batch."""
         return self._context.logits(self.check_input(x))
+
+    def detect(self, x: np.ndarray, score: float = 0.25, iou: float = 0.45, max_det: int = 300
+               ) -> list[list[targets_.Detection]]:
+        """A detector's detections per image, best first: class-aware NMS over the raw head's boxes whose class
+        score (times objectness) is at least `score` (an NMS graph's own detections above `score`). Each is a
+        valid target: explain(x, method, targets=[[d1, d2]]) maps them."""
+        if self.kind != "detector":
+            raise BadRequest(f"detect() is for detectors; this model is a {self.kind}", "model")
+        for name, value, low, high in (("score", score, 0.0, 1.0), ("iou", iou, 0.0, 1.0)):
+            if not (isinstance(value, (int, float)) and low <= value <= high):
+                raise BadRequest(f"{name} must be in [{low}, {high}], got {value!r}", name)
+        max_det = count(max_det, "max_det", "max_det")
+        return [self._detections(out, score, iou, max_det) for out in self.predict(x)]
+
+    def _detections(self, output: np.ndarray, score: float, iou: float, max_det: int) -> list[targets_.Detection]:
+        head = self.model.head
+        boxes, classes, scores = head.scores(output)
+        keep = np.flatnonzero(scores >= score)
+        if head.layout != "nms":
+            keep = keep[detection.nms(boxes[keep], scores[keep], classes[keep], iou)]
+        else:
+            keep = keep[np.argsort(-scores[keep], kind="stable")]
+        return [targets_.Detection(tuple(float(v) for v in boxes[a]), int(classes[a]), float(scores[a]), int(a),
+                                   label=self.model.label(int(classes[a]))) for a in keep[:max_det]]
 
     # -- explain ------------------------------------------------------------------------------
     def explain(self, x: np.ndarray, method: str = DEFAULT, targets=None, layers: list[str] | None = None,
@@ -80,14 +113,101 @@ class Explainer:
 
     def explain_full(self, x: np.ndarray, method: str = DEFAULT, targets=None, layers: list[str] | None = None,
                      fusion: str | None = None, **options) -> Explanation:
-        """explain, with the targets, logits, layers and options it ran with. targets: class ids, one per
-        image or one for all, or (N, classes) class-weight rows (an all-zero row: that image's top-1)."""
+        """explain, with the targets, logits, layers and options it ran with.
+
+        targets, for a classifier: class ids, one per image or one for all, or (N, classes) class-weight rows (an
+        all-zero row: that image's top-1). For any model: camserve.targets, one per image (or one for all), or a
+        list per image (T each): the maps are then (N, T, H, W). Defaults: a classifier's top-1 class, a
+        detector's top detection, a segmenter's most predicted class; an embedding needs a Similarity.
+        """
         x = self.check_input(x)
-        return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
+        if self.kind == "classifier" and not _has_objects(targets):
+            return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
+        chosen = self._targets(x, targets)
+        spec = lookup(method)
+        if self.kind not in spec.kinds:
+            raise BadRequest(f"{method!r} scores classes only; on a {self.kind} use one of: "
+                             f"{', '.join(m for m in _methods_for(self.kind))}", "method")
+        weights = self._weights(x, chosen)
+        if layers is None and self.kind == "detector" and spec.run.target_layers:
+            layers, picks = self._scale_layers(chosen)
+        else:
+            picks = None
+        t = len(chosen[0])
+        if t == 1 or spec.run.seeds:
+            rows = weights if t > 1 else weights[:, 0]
+            result = self.explain_rows(x, rows, method, layers, fusion, _picks=picks, **options)
+        else:   # one run per target where the run kind takes one target per image
+            parts = [self.explain_rows(x, weights[:, k], method, layers, fusion,
+                                       _picks=None if picks is None else picks[k::t], **options) for k in range(t)]
+            result = parts[0]
+            result.maps = np.stack([p.maps for p in parts], axis=1).reshape(-1, *parts[0].maps.shape[1:])
+        result.maps = result.maps.reshape(len(x), t, *result.maps.shape[1:]) if t > 1 else result.maps
+        result.targets = np.array([getattr(c, "class_id", -1) for row in chosen for c in row]).reshape(
+            (len(x), t) if t > 1 else (len(x),))
+        result.target_objects = chosen if t > 1 else [row[0] for row in chosen]
+        return result
+
+    def _targets(self, x: np.ndarray, given) -> list[list[targets_.Target]]:
+        """Per image the list of its targets (T each), the kind's default where none are given."""
+        n = len(x)
+        if given is None:
+            return [[t] for t in self._default_targets(x)]
+        if isinstance(given, targets_.Target):
+            given = [given] * n
+        if not isinstance(given, (list, tuple)) or len(given) != n:
+            raise BadRequest(f"give one target per image ({n}), or a list of targets per image", "targets")
+        rows = [list(t) if isinstance(t, (list, tuple)) else [t] for t in given]
+        if len({len(r) for r in rows}) != 1 or not rows[0]:
+            raise BadRequest("every image needs the same number of targets (at least one)", "targets")
+        for row in rows:
+            for t in row:
+                if not isinstance(t, targets_.Target):
+                    raise BadRequest(f"a {self.kind}'s targets are camserve.targets objects "
+                                     f"({', '.join(targets_.KINDS_OF[self.kind])}), got {t!r}", "targets")
+                targets_.check_kind(t, self.kind)
+        return rows
+
+    def _default_targets(self, x: np.ndarray) -> list[targets_.Target]:
+        if self.kind == "detector":
+            found = self.detect(x)
+            if not all(found):
+                raise BadRequest("no detection with score >= 0.25 in an image; give a Box or Detection target", "targets")
+            return [d[0] for d in found]
+        if self.kind == "segmenter":
+            out = self.predict(x)
+            if out.shape[1] == 1:
+                return [targets_.Region(0)] * len(x)
+            return [targets_.Region(int(np.bincount(o.argmax(0).ravel()).argmax())) for o in out]
+        raise BadRequest("an embedding needs a Similarity(vector) target", "targets")
+
+    def _weights(self, x: np.ndarray, chosen: list[list[targets_.Target]]) -> np.ndarray:
+        """W (N, T, *output): each target's weights at its image's output (one forward)."""
+        output = self.predict(x)
+        return np.stack([np.stack([t.weights(out, self.model) for t in row]) for out, row in zip(output, chosen)])
+
+    def _scale_layers(self, chosen: list[list[targets_.Target]]) -> tuple[list[str] | None, list[str] | None]:
+        """A detector's layers when the caller names none: each detection's map at the branch layer of the head
+        scale that predicted it (ODAM's choice); the model's default layer where the anchor is unknown."""
+        scales = self.info.scales
+        if not scales or self.info.head == "nms":
+            return None, None
+        ends = np.cumsum([a for _, a, _ in scales])
+        picks = []
+        for row in chosen:
+            for t in row:
+                anchor = getattr(t, "anchor", None)
+                if anchor is None:
+                    picks.append(self.model.default_layer)
+                else:
+                    picks.append(scales[min(int(np.searchsorted(ends, anchor, side="right")), len(scales) - 1)][2])
+        layers = list(dict.fromkeys(picks))
+        return layers, picks
 
     def explain_rows(self, x: np.ndarray, rows: np.ndarray, method: str = DEFAULT, layers: list[str] | None = None,
-                     fusion: str | None = None, **options) -> Explanation:
-        """explain_full for an input and class rows already checked (by check_input and class_rows)."""
+                     fusion: str | None = None, _picks: list[str] | None = None, **options) -> Explanation:
+        """explain_full for an input and class rows already checked (by check_input and class_rows), or target
+        weights (N, [T,] *output). _picks: per map, the one layer it is taken at (no fusion)."""
         spec = lookup(method)
         options = spec.bind(options)
         fusion = fusion or spec.fusion
@@ -99,12 +219,13 @@ class Explainer:
             layers = spec.run.layers(self.model, layers)
             result = spec.run(self._context, x, rows, layers, options)
             with one_blas_thread():
-                return self._maps(spec, result, x.shape[-2:], fusion, options)
+                return self._maps(spec, result, x.shape[-2:], fusion, options, _picks)
         except gt.GraphError as error:
             raise BadRequest(str(error), "layers") from error
 
-    def _maps(self, spec: Method, result: Result, size: tuple[int, int], fusion: str, options: dict) -> Explanation:
-        targets = result.rows.argmax(1)
+    def _maps(self, spec: Method, result: Result, size: tuple[int, int], fusion: str, options: dict,
+              picks: list[str] | None = None) -> Explanation:
+        targets = result.rows.reshape(len(result.rows), -1).argmax(1)
         if not spec.per_layer:
             return Explanation(spec.layer_map(result.evidence, options), spec.name, [], targets, result.logits, "sum",
                                options=options)
@@ -115,6 +236,25 @@ class Explainer:
             scaled.append(postprocess.scale(raw[ev.name], size, relu=relu))
             if fusion == "adaptive":
                 weights.append(postprocess.layer_evidence(*ev.fusion_evidence()))
-        maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", 1.0), options.get("tanh", False))
+        if picks is not None:   # each map at its own layer
+            names = list(raw)
+            maps = np.stack([scaled[names.index(layer)][r] for r, layer in enumerate(picks)])
+            fusion = "own scale"
+        else:
+            maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", 1.0),
+                                    options.get("tanh", False))
         class_maps = result.evidence[0].extras.get("class_maps") if len(result.evidence) == 1 else None
         return Explanation(maps, spec.name, list(raw), targets, result.logits, fusion, raw, class_maps, options)
+
+
+def _has_objects(targets) -> bool:
+    """Whether `targets` holds camserve.targets objects (else class ids or class-weight rows)."""
+    if isinstance(targets, targets_.Target):
+        return True
+    return isinstance(targets, (list, tuple)) and any(
+        isinstance(t, targets_.Target) or (isinstance(t, (list, tuple)) and any(isinstance(u, targets_.Target)
+                                                                               for u in t)) for t in targets)
+
+
+def _methods_for(kind: str) -> list[str]:
+    return sorted(name for name, spec in METHODS.items() if kind in spec.kinds)

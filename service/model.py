@@ -12,8 +12,10 @@ from camserve import graph_tools as gt
 from camserve.graph_tools import masks as gm
 
 from .errors import BadRequest
+from .detection import Head
 from .images import Preprocessing
 from .model_config import ModelConfig, load_config
+from .targets import KINDS_OF
 
 
 class Model:
@@ -21,12 +23,14 @@ class Model:
 
     source: a .onnx file (config.json beside it, if any), a folder (DIR/config.json, DIR/<version>/model.onnx,
     the highest version), serialized bytes or a ModelProto. `labels`, `preprocessing` and `default_layer`
-    override the config's.
+    override the config's; so do `kind` (classifier, segmenter, detector, embedding: what the output is read
+    as), `output` (the tensor targets weigh) and `head` (a detector's layout: yolov8, yolov5, nms).
     """
 
     def __init__(self, source: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
                  labels: list[str] | None = None, preprocessing: Preprocessing | None = None,
-                 default_layer: str | None = None):
+                 default_layer: str | None = None, kind: str | None = None, output: str | None = None,
+                 head: str | None = None):
         if isinstance(source, (str, Path)):
             try:
                 config = load_config(source)
@@ -37,7 +41,7 @@ class Model:
             config, graph = ModelConfig(Path(""), "model"), source
         try:
             folded = gt.fold_constants(gt.copy(gt.load(graph)))
-            self.info = gt.inspect(folded)
+            self.info = gt.inspect(folded, kind or config.kind, output or config.output, head or config.head)
         except gt.GraphError as error:
             raise BadRequest(str(error), "model") from error
         except Exception as error:  # a corrupt protobuf or a missing file
@@ -49,6 +53,15 @@ class Model:
         self.labels = list(labels if labels is not None else config.labels)
         self.preprocessing = preprocessing or config.preprocessing
         self.default_layer = default_layer or config.default_layer or self.info.default_layer
+
+    @property
+    def kind(self) -> str:
+        return self.info.kind
+
+    @cached_property
+    def head(self) -> Head | None:
+        """A detector's head layout, for decoding its output."""
+        return Head(self.info.head, self.info.num_classes) if self.info.kind == "detector" else None
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
@@ -116,6 +129,9 @@ class Model:
 
     def class_rows(self, targets, n: int) -> np.ndarray:
         """(N, classes) class-weight rows; an all-zero row means "this image's top-1 class"."""
+        if self.kind != "classifier":
+            raise BadRequest(f"class-id targets are for classifiers; this model is a {self.kind} (give "
+                             f"camserve.targets: {', '.join(KINDS_OF[self.kind])})", "targets")
         classes = self.info.num_classes
         if classes is None:
             raise BadRequest("the model's number of classes is unknown (symbolic logits axis)", "model")

@@ -30,6 +30,12 @@ class Method:
     doc: str = ""
     unbatched: bool = False       # draws random numbers for the whole batch at once: a neighbour changes its maps
     cost_override: str | None = None
+    kinds_override: tuple[str, ...] | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The model kinds whose targets the method explains: its run kind's, unless it says fewer."""
+        return self.kinds_override or self.run.kinds
 
     @property
     def per_layer(self) -> bool:
@@ -93,10 +99,10 @@ def _parameters(fn: Callable) -> frozenset[str]:
 
 
 def method(name: str, run: Run, options: dict[str, Any] | None = None, cost_class: str | None = None,
-           **spec) -> Callable:
+           kinds: tuple[str, ...] | None = None, **spec) -> Callable:
     """Register fn as method `name`, reading the evidence of `run`; its options are the run kind's and its own."""
     def register(fn: Callable) -> Callable:
-        METHODS[name] = Method(name, fn, run, {**run.options, **(options or {})}, cost_override=cost_class,
+        METHODS[name] = Method(name, fn, run, {**run.options, **(options or {})}, cost_override=cost_class, kinds_override=kinds,
                                doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
         return fn
     return register

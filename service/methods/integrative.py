@@ -27,7 +27,7 @@ def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndar
     return ((1 - 6 * p + 6 * p ** 2) / denominator).astype(np.float32)
 
 
-@method("integrative", run=ConvBlocks(), fusion="adaptive",
+@method("integrative", run=ConvBlocks(), kinds=("classifier",), fusion="adaptive",
         options={"score": "exp", "temperature": 1.0, "tanh": False},
         cost="1 forward + 1 full backward")
 def integrative(ev: ConvBlock, score: str = "exp", temperature: float = 1.0, tanh: bool = False) -> np.ndarray:

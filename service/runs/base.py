@@ -42,11 +42,13 @@ class Context:
     def gradients(self, layers: list[str], x: np.ndarray, rows: np.ndarray, input_gradient: bool = False,
                   shown: list[str] | None = None) -> dict[str, np.ndarray]:
         """One run of the gradient graph seeded by `rows`: logits, d(rows . logits)/d layer for every layer,
-        the activations of `shown` (default: the layers) and, with input_gradient, d/d input (NCHW)."""
+        the activations of `shown` (default: the layers) and, with input_gradient, d/d input (NCHW). rows with a
+        targets axis (N, T, *output) give gradients (N, T, ...), one per target."""
         size, base = self.differentiable(x)
         shown = tuple(layers if shown is None else shown)
-        key = ("gradients", tuple(layers), input_gradient, shown, *size)
-        build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info)  # noqa: E731
+        seeds = rows.ndim == len(self.info.output_shape) + 1
+        key = ("gradients", tuple(layers), input_gradient, shown, seeds, *size)
+        build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info, seeds)  # noqa: E731
         out = self.runtime.run(key, build, {self.info.input_name: self.model.feed(x), gt.CLASS_WEIGHTS: rows})
         out[self.info.logits] = out[gt.LOGITS]
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
@@ -61,6 +63,9 @@ class Context:
             return (), lambda: self.model.graph
         size = tuple(x.shape[2:])
         return (size,), lambda: gt.fix_spatial_size(self.model.graph, *size, self.info)
+
+
+ALL_KINDS = ("classifier", "segmenter", "detector", "embedding")
 
 
 # -- evidence: what a run hands a method, one type per run kind ---------------------------------------
@@ -156,6 +161,8 @@ class Run:
     per_layer = True
     target_layers = True   # explains the caller's target layers (default: the model's default layer)
     options: dict[str, Any] = {}
+    kinds: tuple[str, ...] = ("classifier",)   # model kinds whose targets it scores (perturbation scores: classes)
+    seeds = False          # takes T targets per image in one run (weights (N, T, *output))
 
     def layers(self, model: Model, requested: list[str] | None) -> list[str]:
         return model.target_layers(requested)
@@ -166,6 +173,8 @@ class Run:
 
 def top1(rows: np.ndarray, logits: np.ndarray) -> np.ndarray:
     """Rows with every all-zero row (this image's top-1) made the one-hot of its argmax."""
+    if rows.ndim != 2 or logits.ndim != 2:   # only a classifier's rows leave the top-1 to the run
+        return rows
     rows = rows.copy()
     empty = ~rows.any(axis=1)
     rows[empty, logits[empty].argmax(axis=1)] = 1.0

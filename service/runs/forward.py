@@ -5,13 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Activations, Classified, Context, Result, Run, single_layer, top1
+from .base import ALL_KINDS, Activations, Classified, Context, Result, Run, single_layer, top1
 
 
 @dataclass(frozen=True)
 class Forward(Run):
     """One forward exposing the target layers."""
     cost_class = "forward"
+    kinds = ALL_KINDS
 
     def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
         out = ctx.forward(layers, x)
@@ -24,6 +25,7 @@ class Forward(Run):
 @dataclass(frozen=True)
 class Classifier(Forward):
     """One forward at the one layer a GAP + FC classifier reads, with that classifier's weights."""
+    kinds = ("classifier",)
 
     def layers(self, model, requested: list[str] | None) -> list[str]:
         layers = single_layer("CAM", model.target_layers(requested))

@@ -10,7 +10,7 @@ import numpy as np
 from camserve import graph_tools as gt
 
 from ..errors import BadRequest
-from .base import BiasGradient, Context, ConvBlock, Result, Run, WholeNetwork, WithGradients, top1
+from .base import ALL_KINDS, BiasGradient, Context, ConvBlock, Result, Run, WholeNetwork, WithGradients, top1
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,14 @@ class Gradients(Run):
     gradients = True
     cost_class = "forward"
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return ("classifier",) if self.retarget is not None else ALL_KINDS
+
+    @property
+    def seeds(self) -> bool:
+        return self.retarget is None
+
     def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
         if self.retarget is not None:
             logits = ctx.logits(x)
@@ -31,6 +39,12 @@ class Gradients(Run):
         out = ctx.gradients(layers, x, rows)
         logits = out[ctx.info.logits]
         rows = top1(rows, logits)
+        if rows.ndim == logits.ndim + 1:   # T targets per image: the images' evidence repeated, row n*T + t
+            t = rows.shape[1]
+            logits, rows = np.repeat(logits, t, axis=0), rows.reshape(-1, *rows.shape[2:])
+            return Result(logits, rows, [WithGradients(
+                name=name, acts=np.repeat(out[name], t, axis=0), class_weights=rows, logits=logits,
+                grads=out[gt.GRAD_PREFIX + name].reshape(-1, *out[name].shape[1:])) for name in layers])
         return Result(logits, rows, [WithGradients(name=name, acts=out[name], grads=out[gt.GRAD_PREFIX + name],
                                                    class_weights=rows, logits=logits) for name in layers])
 
@@ -42,6 +56,7 @@ class ConvBlocks(Run):
     gradients = True
     cost_class = "few_forwards"
     target_layers = False
+    kinds = ALL_KINDS
 
     def layers(self, model, requested: list[str] | None) -> list[str]:
         blocks = model.conv_blocks
@@ -73,6 +88,7 @@ class FullGradients(Run):
     per_layer = False
     cost_class = "few_forwards"
     target_layers = False
+    kinds = ALL_KINDS
 
     def layers(self, model, requested: list[str] | None) -> list[str]:
         return list(model.bias_terms)
