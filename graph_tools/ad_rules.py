@@ -59,6 +59,7 @@ def _rule_table(reverse_nodes) -> dict:
                                     _window_spread=_window_spread)
     table["LpPool"] = _rebound(rules.REVERSE["LpPool"], _window_spread=_window_spread)
     table["Resize"] = table["Upsample"] = functools.partial(_resize_reverse, rules.REVERSE["Resize"])
+    table["Slice"] = functools.partial(_slice_reverse, rules.REVERSE["Slice"])
     for op in _SUBGRAPH_OPS:
         table[op] = _rebound(rules.REVERSE[op], reverse_nodes=reverse_nodes)
     return table
@@ -177,6 +178,16 @@ def _resize_reverse(stock, ctx, node, grads):
     if (scales is not None and scales[0] != 1.0) or sizes is not None:
         return stock(ctx, node, grads)
     return stock(_BatchAsOne(ctx), node, grads)
+
+
+def _slice_reverse(stock, ctx, node, grads):
+    """onnx-ad's own Slice adjoint (zero padding), which asks for the declared extent of every axis, on a tape that
+    reads a symbolic batch as 1 where the slice leaves the batch axis alone (its padding there is 0 either way)."""
+    starts, _, axes, _ = rules._slice_bounds(ctx, node)
+    rank = ctx.rank(node.input[0])
+    touched = list(range(len(starts))) if axes is None and starts is not None else \
+        [a % rank for a in axes] if axes is not None else [0]
+    return stock(ctx if 0 in touched else _BatchAsOne(ctx), node, grads)
 
 
 class _BatchAsOne:

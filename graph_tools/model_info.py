@@ -316,16 +316,14 @@ def _scales(model: onnx.ModelProto, layers: list[Layer], spatial: tuple) -> tupl
 
 
 def _dominates(graph: onnx.GraphProto, via: str, target: str) -> bool:
-    """Whether every path from the graph inputs to `target` passes through tensor `via`."""
-    reached = {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    reached.discard(via)
+    """Whether every path from the image input to `target` passes through tensor `via`."""
+    reached = {i.name for i in g.real_inputs(graph)}
     for node in graph.node:   # topological order
-        if node.op_type == "Constant" or (node.input and all(i in reached or not i for i in node.input
-                                                                if i != via) and via not in node.input):
+        if any(i in reached for i in node.input if i != via):
             reached.update(node.output)
-        if target in reached:
-            return False
-    return target not in reached
+            if target in reached:
+                return False
+    return True
 
 
 def linear_head(model: onnx.ModelProto, layer: str) -> tuple[np.ndarray, np.ndarray, str] | None:

@@ -1,4 +1,4 @@
-"""Detector heads in numpy: decode a raw YOLO head or an NMS output, IoU, class-aware NMS, the entries a detection reads."""
+"""Detector heads in numpy: decode a raw YOLO head or an NMS output, IoU, class-aware NMS, a detection's entries."""
 from __future__ import annotations
 
 from dataclasses import dataclass

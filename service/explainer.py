@@ -172,7 +172,8 @@ class Explainer:
         if self.kind == "detector":
             found = self.detect(x)
             if not all(found):
-                raise BadRequest("no detection with score >= 0.25 in an image; give a Box or Detection target", "targets")
+                raise BadRequest("no detection with score >= 0.25 in an image; give a Box or Detection target",
+                                 "targets")
             return [d[0] for d in found]
         if self.kind == "segmenter":
             out = self.predict(x)

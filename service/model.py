@@ -11,8 +11,8 @@ import onnx
 from camserve import graph_tools as gt
 from camserve.graph_tools import masks as gm
 
-from .errors import BadRequest
 from .detection import Head
+from .errors import BadRequest
 from .images import Preprocessing
 from .model_config import ModelConfig, load_config
 from .targets import KINDS_OF

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .detection import TERMS, Head, iou
+from .detection import Head, iou
 from .errors import BadRequest
 
 __all__ = ["Target", "Class", "Region", "Box", "Detection", "Similarity", "KINDS_OF"]

@@ -102,7 +102,8 @@ def method(name: str, run: Run, options: dict[str, Any] | None = None, cost_clas
            kinds: tuple[str, ...] | None = None, **spec) -> Callable:
     """Register fn as method `name`, reading the evidence of `run`; its options are the run kind's and its own."""
     def register(fn: Callable) -> Callable:
-        METHODS[name] = Method(name, fn, run, {**run.options, **(options or {})}, cost_override=cost_class, kinds_override=kinds,
+        METHODS[name] = Method(name, fn, run, {**run.options, **(options or {})}, cost_override=cost_class,
+                               kinds_override=kinds,
                                doc=(fn.__doc__ or "").strip().splitlines()[0], **spec)
         return fn
     return register

@@ -1,0 +1,271 @@
+"""Targets beyond classes against pytorch-grad-cam 1.5.7 on the same torch models: segmentation regions, cosine
+similarity to an embedding, and box targets on a YOLOv8-style raw head (<= 1e-3 max abs difference)."""
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+from camserve import Explainer
+from camserve.service.errors import BadRequest
+from camserve.targets import Box, Region, Similarity
+from zoo import layer_for_module, photos
+
+TOL = 1e-3
+FOLDER = Path(tempfile.mkdtemp(prefix="camserve-targets-"))
+
+
+class Out(torch.nn.Module):
+    """torchvision's segmentation models return a dict; the tensor they are explained by is its 'out'."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return self.m(x)["out"]
+
+
+def _exported(name: str, model: torch.nn.Module, size: int) -> Path:
+    path = FOLDER / f"{name}.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["output"])
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def segmenter(name: str):
+    torch.manual_seed(0)
+    net = getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=21,
+                                                         aux_loss=False)
+    model = Out(net).eval()
+    return model, Explainer(str(_exported(name, model, 96)))
+
+
+SEGMENTERS = {"fcn_resnet50": "m.backbone.layer4", "deeplabv3_mobilenet_v3_large": "m.backbone.16"}
+
+
+def _layer(explainer: Explainer, dotted: str) -> str:
+    import onnx
+    return layer_for_module(onnx.load(str(explainer.model.path)), dotted)
+
+
+@pytest.mark.parametrize("name", list(SEGMENTERS))
+def test_region_target_equals_semantic_segmentation_target(name):
+    model, explainer = segmenter(name)
+    assert explainer.kind == "segmenter" and explainer.info.num_classes == 21
+    x = photos(96, ("chelsea.png",))
+    torch_layer = model.get_submodule(SEGMENTERS[name])
+    layer = _layer(explainer, SEGMENTERS[name])
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x))[0].argmax(0).numpy()
+    category = int(np.bincount(predicted.ravel()).argmax())
+    default_mask = (predicted == category).astype(np.float32)
+    corner = np.zeros_like(default_mask)
+    corner[:48, :48] = 1.0
+    for mask, target in ((default_mask, Region(category)), (corner, Region(category, mask=corner))):
+        with GradCAM(model=model, target_layers=[torch_layer]) as cam:
+            peer = cam(input_tensor=torch.from_numpy(x), targets=[SemanticSegmentationTarget(category, mask)])
+        ours = explainer.explain(x, "gradcam", targets=[target], layers=[layer])
+        assert peer.max() > 0 or target.mask is not None   # random weights: a corner's map may be all negative
+        np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
+@pytest.mark.parametrize("cls, method", [(HiResCAM, "hirescam"), (LayerCAM, "layercam")])
+def test_other_gradient_methods_on_a_region(cls, method):
+    model, explainer = segmenter("fcn_resnet50")
+    x = photos(96, ("coffee.png",))
+    mask = np.zeros((96, 96), np.float32)
+    mask[20:70, 30:80] = 1.0
+    with cls(model=model, target_layers=[model.get_submodule(SEGMENTERS["fcn_resnet50"])]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x), targets=[SemanticSegmentationTarget(5, mask)])
+    ours = explainer.explain(x, method, targets=[Region(5, mask=mask)],
+                             layers=[_layer(explainer, SEGMENTERS["fcn_resnet50"])])
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
+class SimilarityToConceptTarget:
+    """pytorch-grad-cam's embedding target, as its tutorial "Pixel Attribution for embeddings" defines it (1.5.7 does
+    not ship it in model_targets): the cosine similarity of the model output to a concept embedding."""
+
+    def __init__(self, features):
+        self.features = features
+
+    def __call__(self, model_output):
+        return torch.nn.CosineSimilarity(dim=0)(model_output, self.features)
+
+
+def test_similarity_target_equals_similarity_to_concept_target():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    model.fc = torch.nn.Identity()
+    model.eval()
+    explainer = Explainer(str(_exported("resnet18_embedding", model, 112)))
+    assert explainer.kind == "embedding"
+    x = photos(112, ("chelsea.png", "coffee.png"))
+    with torch.no_grad():
+        concept = model(torch.from_numpy(x[1:]))[0]
+    with GradCAM(model=model, target_layers=[model.layer4]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x[:1]), targets=[SimilarityToConceptTarget(concept)])
+    ours = explainer.explain(x[:1], "gradcam", targets=[Similarity(concept.numpy())],
+                             layers=[_layer(explainer, "layer4")])
+    assert peer.max() > 0
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+    with pytest.raises(BadRequest, match="Similarity"):
+        explainer.explain(x[:1], "gradcam")
+
+
+# -- a YOLOv8-style detector: three scales, box and class branches, DFL decoding, sigmoid scores -------------------
+class TinyYolo(torch.nn.Module):
+    """The head layout of Ultralytics' YOLOv8 export (N x (4+K) x A, boxes decoded through a DFL in the graph),
+    on a small backbone: strides 8, 16, 32."""
+
+    def __init__(self, classes: int = 3, bins: int = 4, size: int = 64):
+        super().__init__()
+        torch.manual_seed(0)
+        c = lambda i, o, s: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.SiLU())  # noqa: E731
+        self.stem = torch.nn.Sequential(c(3, 8, 2), c(8, 8, 2), c(8, 16, 2))
+        self.down4, self.down5 = c(16, 16, 2), c(16, 16, 2)
+        self.box = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, 4 * bins, 1))
+                                       for _ in range(3))
+        self.cls = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, classes, 1))
+                                       for _ in range(3))
+        self.bins, self.classes = bins, classes
+        anchors, strides = [], []
+        for stride in (8, 16, 32):
+            n = size // stride
+            ys, xs = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+            anchors.append(torch.stack([xs.ravel(), ys.ravel()], 0))
+            strides.append(torch.full((n * n,), float(stride)))
+        self.register_buffer("anchors", torch.cat(anchors, 1))
+        self.register_buffer("strides", torch.cat(strides))
+        self.eval()
+
+    def forward(self, x):
+        p3 = self.stem(x)
+        p4 = self.down4(p3)
+        p5 = self.down5(p4)
+        outs = [torch.cat([self.box[i](p), self.cls[i](p)], 1).flatten(2) for i, p in enumerate((p3, p4, p5))]
+        raw = torch.cat(outs, 2)
+        box, cls = raw.split([4 * self.bins, self.classes], 1)
+        n, _, a = box.shape
+        dist = (box.view(n, 4, self.bins, a).softmax(2) * torch.arange(self.bins, dtype=x.dtype).view(1, 1, -1, 1))
+        lt, rb = dist.sum(2).chunk(2, 1)
+        x0y0, x1y1 = self.anchors - lt, self.anchors + rb
+        xywh = torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1) * self.strides
+        return torch.cat([xywh, cls.sigmoid()], 1)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_yolo():
+    model = TinyYolo()
+    return model, Explainer(str(_exported("tiny_yolo", model, 64)))
+
+
+def test_a_yolov8_head_is_read_as_a_detector_with_its_scales():
+    model, explainer = tiny_yolo()
+    info = explainer.info
+    assert (explainer.kind, info.head, info.num_classes) == ("detector", "yolov8", 3)
+    assert [(s, a) for s, a, _ in info.scales] == [(8, 64), (16, 16), (32, 4)]
+    # each scale's branch layer is the feature map its box and class branches both read
+    assert [layer for _, _, layer in info.scales] == [_layer(explainer, m) for m in ("stem.2", "down4", "down5")]
+
+
+def _image():
+    return np.random.default_rng(0).uniform(0, 1, (1, 3, 64, 64)).astype(np.float32)
+
+
+def test_detect_decodes_and_suppresses_like_the_formula():
+    model, explainer = tiny_yolo()
+    x = _image()
+    found = explainer.detect(x, score=0.0, iou=0.5)[0]
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))[0].numpy()
+    scores = raw[4:].max(0)
+    assert found[0].score == pytest.approx(scores.max(), abs=1e-5)
+    assert found[0].anchor == int(scores.argmax())
+    cx, cy, w, h = raw[:4, found[0].anchor]
+    np.testing.assert_allclose(found[0].box, (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), atol=1e-3)
+    kept = torchvision.ops.batched_nms(torch.from_numpy(np.stack([raw[0] - raw[2] / 2, raw[1] - raw[3] / 2,
+                                                                  raw[0] + raw[2] / 2, raw[1] + raw[3] / 2], 1)),
+                                       torch.from_numpy(scores), torch.from_numpy(raw[4:].argmax(0)), 0.5)
+    assert [d.anchor for d in found] == kept.tolist()[:len(found)]
+
+
+def test_box_target_equals_the_peer_on_the_chosen_anchor():
+    model, explainer = tiny_yolo()
+    x = _image()
+    top = explainer.detect(x, score=0.0)[0][0]
+    box = tuple(v + 1.0 for v in top.box)
+    module = "stem.2" if top.anchor < 64 else "down4" if top.anchor < 80 else "down5"   # the anchor's own scale
+    layer = model.get_submodule(module)
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))[0].numpy()
+    # FasterRCNNBoxScoreTarget's choice, from the formula: the predicted box of the class with the best IoU + score
+    corners = np.stack([raw[0] - raw[2] / 2, raw[1] - raw[3] / 2, raw[0] + raw[2] / 2, raw[1] + raw[3] / 2], 1)
+    overlap = torchvision.ops.box_iou(torch.from_numpy(corners), torch.tensor([box])).numpy()[:, 0]
+    quality = np.where(overlap >= 0.5, overlap + raw[4 + top.class_id], -np.inf)
+    anchor = int(quality.argmax())
+    with GradCAM(model=model, target_layers=[layer]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x), targets=[lambda out: out[4 + top.class_id, anchor]])
+    ours = explainer.explain(x, "gradcam", targets=[Box(box, top.class_id)], layers=[_layer(explainer, module)])
+    assert peer.max() > 0
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
+def test_gradients_through_the_detector_head_equal_finite_differences():
+    model, explainer = tiny_yolo()
+    x = _image()
+    top = explainer.detect(x, score=0.0)[0][0]
+    layer = _layer(explainer, "down4")
+    out = explainer._context.gradients([layer], x, explainer._weights(x, [[top]])[:, 0])
+    grad, acts = out["grad::" + layer], out[layer]
+    # f(A) = the detection's class score as a function of the layer: the torch tail after down4
+    def score(a: np.ndarray) -> float:
+        with torch.no_grad():
+            p4 = torch.from_numpy(a)
+            p3 = model.stem(torch.from_numpy(x))
+            p5 = model.down5(p4)
+            outs = [torch.cat([model.box[i](p), model.cls[i](p)], 1).flatten(2) for i, p in enumerate((p3, p4, p5))]
+            return float(torch.cat(outs, 2)[0, 4 * model.bins + top.class_id, top.anchor].sigmoid())
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        direction = rng.standard_normal(acts.shape).astype(np.float64)
+        eps = 1e-3
+        fd = (score((acts + eps * direction).astype(np.float32)) - score((acts - eps * direction).astype(np.float32)))
+        assert (grad * direction).sum() == pytest.approx(fd / (2 * eps), rel=2e-2, abs=1e-5)
+
+
+def test_several_detections_in_one_run_equal_one_call_each():
+    model, explainer = tiny_yolo()
+    x = _image()
+    found = explainer.detect(x, score=0.0, iou=0.3)[0][:3]
+    together = explainer.explain(x, "gradcam", targets=[found])
+    assert together.shape == (1, len(found), 64, 64)
+    for k, d in enumerate(found):
+        np.testing.assert_allclose(together[0, k], explainer.explain(x, "gradcam", targets=[d])[0], atol=1e-5)
+    # a perturbation method scores classes: refused on a detector, with the methods that apply
+    with pytest.raises(BadRequest, match="scores classes only.*gradcam"):
+        explainer.explain(x, "scorecam", targets=[found[0]])
+
+
+def test_bad_detector_targets_are_refused_clearly():
+    model, explainer = tiny_yolo()
+    x = _image()
+    with pytest.raises(BadRequest, match="no predicted box"):
+        explainer.explain(x, "gradcam", targets=[Box((200, 200, 260, 260), 0)])
+    with pytest.raises(BadRequest, match="out of range"):
+        explainer.explain(x, "gradcam", targets=[Box((0, 0, 30, 30), 7)])
+    with pytest.raises(BadRequest, match="x1 > x0"):
+        explainer.explain(x, "gradcam", targets=[Box((30, 0, 10, 30), 0)])
+    with pytest.raises(BadRequest, match="does not apply to a detector"):
+        explainer.explain(x, "gradcam", targets=[Region(0)])
+    with pytest.raises(BadRequest, match="targets are camserve.targets objects"):
+        explainer.explain(x, "gradcam", targets=[1])
