@@ -32,10 +32,15 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def cmd_inspect(args) -> None:
-    info = gt.inspect(args.model)
+    from .model import Model
+    info = Model(args.model).info    # with config.json's declarations (kind, output, head)
     print(f"input   {info.input_name} {list(info.input_shape)} {info.layout}")
     note = " (the graph's Softmax output is skipped)" if info.softmax_removed else ""
-    print(f"logits  {info.logits} classes={info.num_classes}{note}")
+    print(f"kind    {info.kind}" + (f" (head {info.head})" if info.head else ""))
+    name = "logits " if info.kind == "classifier" else "output "
+    print(f"{name} {info.logits} {list(info.output_shape)} classes={info.num_classes}{note}")
+    for stride, anchors, layer in info.scales:
+        print(f"scale   stride {stride}: {anchors} anchors, branch layer {layer}")
     print(f"default layer  {info.default_layer}")
     print(f"{len(info.layers)} candidate layers:")
     width = max(len(layer.name) for layer in info.layers)

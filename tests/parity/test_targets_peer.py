@@ -3,8 +3,6 @@ similarity to an embedding, and box targets on a YOLOv8-style raw head (<= 1e-3 
 from __future__ import annotations
 
 import functools
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +14,10 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 from camserve import Explainer
 from camserve.service.errors import BadRequest
 from camserve.targets import Box, Region, Similarity
-from zoo import layer_for_module, photos
+from zoo import CACHE, layer_for_module, photos
 
 TOL = 1e-3
-FOLDER = Path(tempfile.mkdtemp(prefix="camserve-targets-"))
+FOLDER = CACHE.parent / "targets"    # exported once per machine, like the zoo
 
 
 class Out(torch.nn.Module):
@@ -33,10 +31,14 @@ class Out(torch.nn.Module):
         return self.m(x)["out"]
 
 
-def _exported(name: str, model: torch.nn.Module, size: int) -> Path:
+def _exported(name: str, model: torch.nn.Module, size: int):
     path = FOLDER / f"{name}.onnx"
-    torch.onnx.export(model, torch.zeros(1, 3, size, size), str(path), dynamo=False, opset_version=17,
-                      input_names=["input"], output_names=["output"])
+    if not path.exists():
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.onnx")
+        torch.onnx.export(model, torch.zeros(1, 3, size, size), str(tmp), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"])
+        tmp.replace(path)
     return path
 
 
