@@ -162,7 +162,7 @@ def test_provider_is_reported_and_sessions_are_cached(get_explainer, get_inputs)
     keys = explainer.runtime.cached_keys()
     assert len([k for k in keys if k[0] == "gradients"]) == len(set(k for k in keys if k[0] == "gradients"))
     layer = ZOO["real_mobilenet_v2"].onnx_layer()
-    assert ("gradients", (layer,), False, (layer,)) in keys
+    assert ("gradients", (layer,), False, (layer,), False) in keys
 
 
 def test_models_with_symbolic_height_and_width_explain_any_size(tmp_path):
