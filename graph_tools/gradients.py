@@ -158,12 +158,8 @@ def _static_reshapes(model: onnx.ModelProto, image: str) -> None:
     reshapes = [n for n in graph.node if n.op_type == "Reshape" and g.constant_value(graph, n.input[1]) is None]
     if not reshapes:
         return
-    shapes = []
-    for batch in (1, 2):
-        probe = g.copy(model)
-        g.set_input_dims(probe, image, {0: batch}, only_symbolic=False)
-        values = g.infer(probe)
-        shapes.append({n.output[0]: g.dims(values[n.output[0]]) if n.output[0] in values else [] for n in reshapes})
+    shapes = [{n.output[0]: g.dims(values[n.output[0]]) if n.output[0] in values else [] for n in reshapes}
+              for values in _at_batches_one_and_two(model, image)]
     for node in reshapes:
         one, two = shapes[0][node.output[0]], shapes[1][node.output[0]]
         if not one or not all(isinstance(d, int) for d in one + two) or one[0] != 1 or two[0] != 2 \
@@ -172,6 +168,17 @@ def _static_reshapes(model: onnx.ModelProto, image: str) -> None:
         name = node.output[0] + "::shape"
         graph.initializer.append(numpy_helper.from_array(np.array([-1, *one[1:]], np.int64), name))
         node.input[1] = name
+
+
+def _at_batches_one_and_two(model: onnx.ModelProto, image: str) -> list[dict]:
+    """What shape inference finds with the batch fixed at 1 and at 2: an extent equal in both does not depend on
+    the batch."""
+    found = []
+    for batch in (1, 2):
+        probe = g.copy(model)
+        g.set_input_dims(probe, image, {0: batch}, only_symbolic=False)
+        found.append(g.infer(probe))
+    return found
 
 
 # the integer operands onnx-ad needs constant: Slice's starts/ends/axes/steps, Split's split
@@ -191,11 +198,7 @@ def _static_slices(model: onnx.ModelProto, image: str) -> None:
               and g.constant_value(graph, node.input[k]) is None]
     if not wanted:
         return
-    probes = []
-    for batch in (1, 2):
-        probe = g.copy(model)
-        g.set_input_dims(probe, image, {0: batch}, only_symbolic=False)
-        probes.append(g.infer(probe))
+    probes = _at_batches_one_and_two(model, image)
     constants = {t.name: t for t in graph.initializer}
     for node, k in wanted:
         results = []

@@ -15,7 +15,7 @@ output, from one forward. The targets a model kind takes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class Box(Target):
     kinds = ("detector",)
 
     def anchor(self, output: np.ndarray, head: Head) -> int:
-        ref = _checked_box(self.box, output, head)
+        ref = _checked_box(self.box)
         boxes, scores, objectness = head.decode(output)
         scores = scores * objectness[:, None]
         if self.class_id is None:
@@ -180,7 +180,7 @@ def _anchors(output: np.ndarray, head: Head) -> int:
     return output.shape[1] if head.layout == "yolov8" else output.shape[0]
 
 
-def _checked_box(box, output: np.ndarray, head: Head) -> np.ndarray:
+def _checked_box(box) -> np.ndarray:
     ref = np.asarray(box, np.float64)
     if ref.shape != (4,) or not np.isfinite(ref).all() or ref[2] <= ref[0] or ref[3] <= ref[1]:
         raise BadRequest(f"a box is (x0, y0, x1, y1) with x1 > x0 and y1 > y0, got {box!r}", "targets")
@@ -192,11 +192,3 @@ def _one_hot(output: np.ndarray, entries: list[tuple[int, int]]) -> np.ndarray:
     for entry in entries:
         w[entry] = 1.0
     return w
-
-
-@dataclass
-class Resolved:
-    """Targets made weights: W (N, [T,] *output) and, per image, the targets they came from."""
-    weights: np.ndarray
-    targets: list[list[Target]] = field(default_factory=list)
-    per_image: int = 0          # T, or 0 when there is one target per image and no targets axis
