@@ -16,7 +16,7 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper, numpy_helper
 
-from . import ad_rules
+from . import ad_rules, static
 from . import graph as g
 from .errors import GraphError
 from .model_info import ModelInfo, inspect, load
@@ -80,11 +80,9 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     if not layers and not input_gradient:
         raise GraphError("nothing to differentiate: give layers or input_gradient=True")
 
-    work, stripped = _without_weights(model)
+    work, stripped = static.without_weights(model)
     g.fold_constants(work)
-    _static_resizes(work)
-    _static_reshapes(work, info.input_name)
-    _static_slices(work, info.input_name)
+    static.make_static(work, info.input_name)
     graph = work.graph
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))
@@ -122,133 +120,6 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     return _finish(reversed_, set(wrt[:len(layers)]) | {seed}, nodes, outputs, stripped, info, seeds)
 
 
-def _static_resizes(model: onnx.ModelProto) -> None:
-    """Resizes whose `sizes` are computed at run time (torch's interpolate(size=x.shape[2:])) given constant scales
-    instead, where shape inference knows both spatial sizes: onnx-ad differentiates a Resize only with constant
-    extents. The same resize: ONNX Runtime maps coordinates by out/in either way, and floor(in * out/in) = out is
-    checked."""
-    graph = model.graph
-    values = g.infer(model)
-    for node in graph.node:
-        if node.op_type != "Resize" or len(node.input) < 4 or not node.input[3]:
-            continue
-        if g.constant_value(graph, node.input[3]) is not None:
-            continue
-        shape_in = g.dims(values[node.input[0]]) if node.input[0] in values else []
-        shape_out = g.dims(values[node.output[0]]) if node.output[0] in values else []
-        known = shape_in[1:] + shape_out[1:]
-        if len(shape_in) != 4 or len(shape_out) != 4 or not all(isinstance(d, int) for d in known):
-            continue
-        scales = np.array([1.0, 1.0] + [o / i for i, o in zip(shape_in[2:], shape_out[2:])], np.float32)
-        if any(int(np.floor(np.float32(i) * s)) != o for i, o, s in zip(shape_in[2:], shape_out[2:], scales[2:])):
-            continue
-        name = node.output[0] + "::scales"
-        graph.initializer.append(numpy_helper.from_array(scales, name))
-        if not node.input[1]:
-            node.input[1] = ""
-        node.input[2] = name
-        del node.input[3]
-
-
-def _static_reshapes(model: onnx.ModelProto, image: str) -> None:
-    """Reshapes whose target shape is computed at run time from the batch (flatten(2) in a detector head, once the
-    batch is dynamic) given a constant one, -1 for the batch, where shape inference at batch 1 and 2 finds the
-    output (batch, static dims...): onnx-ad's Concat and Split adjoints need the extents they cut along."""
-    graph = model.graph
-    reshapes = [n for n in graph.node if n.op_type == "Reshape" and g.constant_value(graph, n.input[1]) is None]
-    if not reshapes:
-        return
-    shapes = [{n.output[0]: g.dims(values[n.output[0]]) if n.output[0] in values else [] for n in reshapes}
-              for values in _at_batches_one_and_two(model, image)]
-    for node in reshapes:
-        one, two = shapes[0][node.output[0]], shapes[1][node.output[0]]
-        if not one or not all(isinstance(d, int) for d in one + two) or one[0] != 1 or two[0] != 2 \
-                or one[1:] != two[1:]:
-            continue
-        name = node.output[0] + "::shape"
-        graph.initializer.append(numpy_helper.from_array(np.array([-1, *one[1:]], np.int64), name))
-        node.input[1] = name
-
-
-def _at_batches_one_and_two(model: onnx.ModelProto, image: str) -> list[dict]:
-    """What shape inference finds with the batch fixed at 1 and at 2: an extent equal in both does not depend on
-    the batch."""
-    found = []
-    for batch in (1, 2):
-        probe = g.copy(model)
-        g.set_input_dims(probe, image, {0: batch}, only_symbolic=False)
-        found.append(g.infer(probe))
-    return found
-
-
-# the integer operands onnx-ad needs constant: Slice's starts/ends/axes/steps, Split's split
-_INDEX_OPERANDS = {"Slice": (1, 2, 3, 4), "Split": (1,)}
-
-
-def _static_slices(model: onnx.ModelProto, image: str) -> None:
-    """Slice and Split operands computed at run time from tensor shapes (torch's chunk) made constants where they do
-    not depend on the batch: evaluated from the shapes shape inference finds at batch 1 and at batch 2, and kept
-    only where both give the same value."""
-    from onnx.reference import ReferenceEvaluator
-
-    graph = model.graph
-    made_by = g.producers(graph)
-    wanted = [(node, k) for node in graph.node if node.op_type in _INDEX_OPERANDS
-              for k in _INDEX_OPERANDS[node.op_type] if k < len(node.input) and node.input[k]
-              and g.constant_value(graph, node.input[k]) is None]
-    if not wanted:
-        return
-    probes = _at_batches_one_and_two(model, image)
-    constants = {t.name: t for t in graph.initializer}
-    for node, k in wanted:
-        results = []
-        for values in probes:
-            nodes, feeds, stack, seen, ok = [], {}, [node.input[k]], set(), True
-            while stack and ok:
-                name = stack.pop()
-                if name in seen or name in constants:
-                    continue
-                seen.add(name)
-                maker = made_by.get(name)
-                if maker is None:
-                    ok = False
-                elif maker.op_type == "Shape":
-                    dims = g.dims(values[maker.input[0]]) if maker.input[0] in values else []
-                    if not dims or not all(isinstance(d, int) for d in dims):
-                        ok = False
-                    else:
-                        feeds[name] = np.array(dims, np.int64)
-                        if maker.attribute:   # start/end
-                            attrs = {a.name: a.i for a in maker.attribute}
-                            feeds[name] = feeds[name][attrs.get("start", 0):attrs.get("end", len(dims))]
-                else:
-                    nodes.append(maker)
-                    stack.extend(i for i in maker.input if i)
-            if not ok:
-                break
-            sub = helper.make_graph(list(reversed(_ordered(graph, nodes))), "index",
-                                    [helper.make_tensor_value_info(n, TensorProto.INT64, None) for n in feeds],
-                                    [helper.make_tensor_value_info(node.input[k], TensorProto.UNDEFINED, None)],
-                                    [constants[i] for n in nodes for i in n.input if i in constants])
-            try:
-                results.append(ReferenceEvaluator(helper.make_model(sub, opset_imports=model.opset_import))
-                               .run(None, feeds)[0])
-            except Exception:   # an operand the reference runtime cannot evaluate stays as it is
-                break
-        if len(results) == 2 and np.array_equal(results[0], results[1]):
-            name = f"{node.input[k]}::static"
-            if name not in constants:
-                constants[name] = numpy_helper.from_array(np.asarray(results[0]), name)
-                graph.initializer.append(constants[name])
-            node.input[k] = name
-
-
-def _ordered(graph: onnx.GraphProto, nodes: list) -> list:
-    """`nodes` in reverse topological order of the graph."""
-    chosen = {id(n) for n in nodes}
-    return [n for n in reversed(graph.node) if id(n) in chosen]
-
-
 def _loaded(model, info: ModelInfo | None) -> tuple[onnx.ModelProto, ModelInfo]:
     """The model to differentiate (opset 9 or newer) and its inspection."""
     model = load(model)
@@ -278,30 +149,6 @@ def _finish(model: onnx.ModelProto, gone: set[str], nodes: list, outputs: list, 
     g.toposort(graph)
     g.cancel_transposes(graph)
     return g.prune(g.fold_constant_transposes(g.prune(model)))
-
-
-def _without_weights(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
-    """A copy whose initializers above FOLD_LIMIT elements are typed graph inputs, and those weights by name.
-
-    Built field by field so the large tensors are never copied (and the caller's model never touched).
-    """
-    large = {t.name: t for t in model.graph.initializer if np.prod(t.dims, dtype=np.int64) > g.FOLD_LIMIT}
-    skeleton = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name,
-                               producer_version=model.producer_version, domain=model.domain,
-                               model_version=model.model_version)
-    skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
-    graph, source = skeleton.graph, model.graph
-    graph.name = source.name
-    graph.node.extend(source.node)
-    graph.input.extend(source.input)
-    graph.output.extend(source.output)
-    graph.value_info.extend(source.value_info)
-    graph.initializer.extend(t for t in source.initializer if t.name not in large)
-    listed = {i.name for i in graph.input}
-    graph.input.extend(helper.make_tensor_value_info(name, t.data_type, list(t.dims))
-                       for name, t in large.items() if name not in listed)
-    return skeleton, large
 
 
 def _shift(model: onnx.ModelProto, layers: list[str]) -> None:

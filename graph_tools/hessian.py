@@ -6,7 +6,7 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper
 
-from . import ad_rules
+from . import ad_rules, static
 from . import graph as g
 from .errors import GraphError
 from .gradients import (
@@ -19,7 +19,6 @@ from .gradients import (
     _loaded,
     _seed_nodes,
     _shift,
-    _without_weights,
 )
 from .model_info import ModelInfo
 
@@ -48,8 +47,9 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
     g.check_feeds(model.graph, layers, info.logits, "; it has no gradient")
     g.check_free(model.graph, {LOGITS, CLASS_WEIGHTS} - {info.logits}, "Hessian")
 
-    work, stripped = _without_weights(model)
+    work, stripped = static.without_weights(model)
     g.fold_constants(work)
+    static.make_static(work, info.input_name)
     del work.graph.output[:]
     work.graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))
     g.prune(work)

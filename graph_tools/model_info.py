@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto
 
 from . import graph as g
+from . import static
 from .errors import GraphError
 
 # Spatial size assumed for shape inference when the model leaves H and W symbolic.
@@ -111,10 +112,12 @@ def _image_input(model: onnx.ModelProto) -> tuple[onnx.ValueInfoProto, str]:
 
 
 def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layout: str) -> onnx.ModelProto:
-    """A folded copy whose input has static spatial dims, so shape inference can size every activation."""
-    probe = g.fold_constants(g.copy(model))
+    """A folded copy, without its weights, whose input has static spatial dims and whose shape-derived Slice and
+    Reshape operands are constants, so shape inference can size every activation."""
+    probe, _ = static.without_weights(model)
+    g.fold_constants(probe)
     g.set_input_dims(probe, value.name, {axis: PROBE_SIZE for axis in spatial_axes(layout)}, only_symbolic=True)
-    return probe
+    return static.make_static(probe, value.name)
 
 
 def _logits(model: onnx.ModelProto, output: str | None) -> tuple[str, bool]:
@@ -294,8 +297,8 @@ def _default_layer(kind: str, layers: list[Layer], num_classes: int | None, scal
 def _scales(model: onnx.ModelProto, layers: list[Layer], spatial: tuple) -> tuple[tuple[int, int, str], ...]:
     """(stride, anchors, branch layer) of each head scale of a single-stage detector, finest first (the order the
     anchors axis of YOLO exports follows). The branch layer is the feature map every path to that scale's
-    predictions passes through, nearest the predictions: the neck output the scale's box and class branches
-    both read (where ODAM takes a detection's map). Scales with no such layer are left out."""
+    predictions (box and class branches) passes through, nearest them: the neck output both branches read (where
+    ODAM takes a detection's map). Scales with no such layer are left out."""
     graph = model.graph
     found = []
     for strides in _STRIDES:
@@ -304,9 +307,14 @@ def _scales(model: onnx.ModelProto, layers: list[Layer], spatial: tuple) -> tupl
             at = [layer for layer in layers if tuple(layer.shape[2:]) == size]
             if not at:
                 break
-            last = at[-1].name           # the scale's predictions before they are flattened into anchors
-            for layer in reversed(at[:-1]):
-                if _dominates(graph, layer.name, last):
+            names = {layer.name for layer in at}
+            read = set()             # layers at this size that a later one at this size depends on
+            for layer in at:
+                read |= (g.ancestors(graph, [layer.name]) - {layer.name}) & names
+            # the scale's predictions before they are flattened into anchors (box and class branches apart)
+            ends = [layer.name for layer in at if layer.name not in read]
+            for layer in reversed(at):
+                if layer.name not in ends and all(_dominates(graph, layer.name, end) for end in ends):
                     found.append((stride, size[0] * size[1], layer.name))
                     break
         if len(found) == len(strides):
