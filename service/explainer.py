@@ -123,14 +123,23 @@ class Explainer:
         x = self.check_input(x)
         if self.kind == "classifier" and not _has_objects(targets):
             return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
-        chosen = self._targets(x, targets)
         spec = lookup(method)
         if self.kind not in spec.kinds:
             raise BadRequest(f"{method!r} scores classes only; on a {self.kind} use one of: "
                              f"{', '.join(m for m in _methods_for(self.kind))}", "method")
-        weights = self._weights(x, chosen)
-        if layers is None and self.kind == "detector" and spec.run.target_layers:
-            layers, picks = self._scale_layers(chosen)
+        try:
+            chosen = self._targets(x, targets)
+        except BadRequest:
+            if targets is not None or spec.run.targeted:
+                raise
+            chosen = None   # no default target (a detector that found nothing), and a method that needs none
+        output = self.predict(x)
+        if chosen is None:
+            weights, chosen = np.zeros((len(x), 1, *output.shape[1:]), np.float32), [[None]] * len(x)
+        else:
+            weights = self._weights(output, chosen)
+        if layers is None and self.kind == "detector" and spec.run.target_layers and chosen[0][0] is not None:
+            layers, picks = self._scale_layers(output, chosen)
         else:
             picks = None
         t = len(chosen[0])
@@ -182,12 +191,12 @@ class Explainer:
             return [targets_.Region(int(np.bincount(o.argmax(0).ravel()).argmax())) for o in out]
         raise BadRequest("an embedding needs a Similarity(vector) target", "targets")
 
-    def _weights(self, x: np.ndarray, chosen: list[list[targets_.Target]]) -> np.ndarray:
-        """W (N, T, *output): each target's weights at its image's output (one forward)."""
-        output = self.predict(x)
+    def _weights(self, output: np.ndarray, chosen: list[list[targets_.Target]]) -> np.ndarray:
+        """W (N, T, *output): each target's weights at its image's output."""
         return np.stack([np.stack([t.weights(out, self.model) for t in row]) for out, row in zip(output, chosen)])
 
-    def _scale_layers(self, chosen: list[list[targets_.Target]]) -> tuple[list[str] | None, list[str] | None]:
+    def _scale_layers(self, output: np.ndarray,
+                      chosen: list[list[targets_.Target]]) -> tuple[list[str] | None, list[str] | None]:
         """A detector's layers when the caller names none: each detection's map at the branch layer of the head
         scale that predicted it (ODAM's choice); the model's default layer where the anchor is unknown."""
         scales = self.info.scales
@@ -195,9 +204,9 @@ class Explainer:
             return None, None
         ends = np.cumsum([a for _, a, _ in scales])
         picks = []
-        for row in chosen:
+        for out, row in zip(output, chosen):
             for t in row:
-                anchor = getattr(t, "anchor", None)
+                anchor = t.anchor_in(out, self.model)
                 if anchor is None:
                     picks.append(self.model.default_layer)
                 else:
@@ -237,9 +246,9 @@ class Explainer:
             scaled.append(postprocess.scale(raw[ev.name], size, relu=relu))
             if fusion == "adaptive":
                 weights.append(postprocess.layer_evidence(*ev.fusion_evidence()))
-        if picks is not None:   # each map at its own layer
+        if picks is not None:   # each map at its own layer, min-maxed again as one layer's "fusion" is
             names = list(raw)
-            maps = np.stack([scaled[names.index(layer)][r] for r, layer in enumerate(picks)])
+            maps = postprocess.fuse([np.stack([scaled[names.index(layer)][r] for r, layer in enumerate(picks)])])
             fusion = "own scale"
         else:
             maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", 1.0),

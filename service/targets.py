@@ -33,6 +33,10 @@ class Target:
         """W shaped like `output` (one image's), for a `model` (camserve.Model) of one of `kinds`."""
         raise NotImplementedError
 
+    def anchor_in(self, output: np.ndarray, model) -> int | None:
+        """The detector anchor (raw head position) this target scores in `output`; None for other targets."""
+        return None
+
 
 @dataclass(frozen=True)
 class Class(Target):
@@ -113,12 +117,15 @@ class Detection(Target):
     def weights(self, output: np.ndarray, model) -> np.ndarray:
         head = model.head
         _class_in_range(self.class_id, head.num_classes)
-        anchor = self.anchor
-        if anchor is None:
-            anchor = Box(self.box, self.class_id).anchor(output, head)
-        elif not 0 <= anchor < _anchors(output, head):
-            raise BadRequest(f"detection anchor {anchor} out of range [0, {_anchors(output, head)})", "targets")
-        return _one_hot(output, head.entries(anchor, self.class_id, self.terms))
+        return _one_hot(output, head.entries(self.anchor_in(output, model), self.class_id, self.terms))
+
+    def anchor_in(self, output: np.ndarray, model) -> int:
+        if self.anchor is None:
+            return Box(self.box, self.class_id).anchor_in(output, model)
+        if not 0 <= self.anchor < _anchors(output, model.head):
+            raise BadRequest(f"detection anchor {self.anchor} out of range [0, {_anchors(output, model.head)})",
+                             "targets")
+        return self.anchor
 
 
 @dataclass(frozen=True)
@@ -132,9 +139,9 @@ class Box(Target):
     terms: tuple[str, ...] = ("class",)
     kinds = ("detector",)
 
-    def anchor(self, output: np.ndarray, head: Head) -> int:
+    def anchor_in(self, output: np.ndarray, model) -> int:
         ref = _checked_box(self.box)
-        boxes, scores, objectness = head.decode(output)
+        boxes, scores, objectness = model.head.decode(output)
         scores = scores * objectness[:, None]
         if self.class_id is None:
             score = scores.max(axis=1)
@@ -150,11 +157,10 @@ class Box(Target):
         return int(quality.argmax())
 
     def weights(self, output: np.ndarray, model) -> np.ndarray:
-        head = model.head
-        anchor = self.anchor(output, head)
-        boxes, scores, _ = head.decode(output)
+        anchor = self.anchor_in(output, model)
+        _, scores, _ = model.head.decode(output)
         class_id = self.class_id if self.class_id is not None else int(scores[anchor].argmax())
-        return _one_hot(output, head.entries(anchor, class_id, self.terms))
+        return _one_hot(output, model.head.entries(anchor, class_id, self.terms))
 
 
 # which targets a kind takes (the defaults: classifier top-1; detector its top detection)

@@ -30,3 +30,16 @@ def pip_install(venv: Path, *args: str, cwd: Path | None = None) -> None:
 def env_of(venv: Path, home: Path, **more: str) -> dict[str, str]:
     """An environment for the venv's programs: its bin/ first on PATH, a HOME of its own, nothing else inherited."""
     return {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8", **more}
+
+
+def venv_over(folder: Path, requirements: Path) -> Path:
+    """A virtualenv at `folder` that sees every package of the one running the tests (site.addsitedir, so its
+    editable installs too), with `requirements` installed over it without their dependencies: for a package
+    whose pins clash with ours (Ultralytics) but which runs on what we have. `folder`."""
+    import sysconfig
+
+    fresh_venv(folder)
+    site = next((folder / "lib").glob("python*/site-packages"))
+    (site / "over.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
+    pip_install(folder, "--no-deps", "-r", str(requirements))
+    return folder

@@ -163,6 +163,7 @@ class Run:
     options: dict[str, Any] = {}
     kinds: tuple[str, ...] = ("classifier",)   # model kinds whose targets it scores (perturbation scores: classes)
     seeds = False          # takes T targets per image in one run (weights (N, T, *output))
+    targeted = True        # its evidence depends on the target (a forward's activations do not)
 
     def layers(self, model: Model, requested: list[str] | None) -> list[str]:
         return model.target_layers(requested)

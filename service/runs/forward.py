@@ -13,6 +13,7 @@ class Forward(Run):
     """One forward exposing the target layers."""
     cost_class = "forward"
     kinds = ALL_KINDS
+    targeted = False
 
     def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
         out = ctx.forward(layers, x)
@@ -26,6 +27,7 @@ class Forward(Run):
 class Classifier(Forward):
     """One forward at the one layer a GAP + FC classifier reads, with that classifier's weights."""
     kinds = ("classifier",)
+    targeted = True
 
     def layers(self, model, requested: list[str] | None) -> list[str]:
         layers = single_layer("CAM", model.target_layers(requested))

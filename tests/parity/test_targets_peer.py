@@ -227,7 +227,7 @@ def test_gradients_through_the_detector_head_equal_finite_differences():
     x = _image()
     top = explainer.detect(x, score=0.0)[0][0]
     layer = _layer(explainer, "down4")
-    out = explainer._context.gradients([layer], x, explainer._weights(x, [[top]])[:, 0])
+    out = explainer._context.gradients([layer], x, explainer._weights(explainer.predict(x), [[top]])[:, 0])
     grad, acts = out["grad::" + layer], out[layer]
     # f(A) = the detection's class score as a function of the layer: the torch tail after down4
     def score(a: np.ndarray) -> float:
