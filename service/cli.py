@@ -60,6 +60,59 @@ def cmd_rewrite(args) -> None:
           f"outputs {[o.name for o in model.graph.output]}")
 
 
+def parse_target(text: str):
+    """--target: CLASS (a class id), box:X0,Y0,X1,Y1[:CLASS], region:CLASS or detection:K (the K-th detection,
+    best first); boxes in the model input's pixels. Class ids stay ints, detection indices ("detection", K)."""
+    from .targets import Box, Region
+
+    kind, colon, rest = text.partition(":")
+    try:
+        if not colon:
+            return int(text)
+        if kind == "region":
+            return Region(int(rest))
+        if kind == "detection":
+            return ("detection", int(rest))
+        if kind == "box":
+            corners, _, class_id = rest.partition(":")
+            box = tuple(float(v) for v in corners.split(","))
+            if len(box) != 4:
+                raise ValueError
+            return Box(box, int(class_id) if class_id else None)
+    except ValueError:
+        pass
+    raise BadRequest(f"--target {text!r}: give CLASS, box:X0,Y0,X1,Y1[:CLASS], region:CLASS or detection:K",
+                     "target")
+
+
+def _local_targets(args, explainer, x: np.ndarray):
+    """The --target / --detections of one image as explain_full takes them."""
+    if args.detections:
+        found = explainer.detect(x, score=args.score)[0]
+        if len(found) < args.detections:
+            raise BadRequest(f"the image has {len(found)} detections with score >= {args.score}; "
+                             f"--detections asks {args.detections} (lower --score)", "detections")
+        return [found[:args.detections]]
+    if not args.target:
+        return None
+    parsed = [parse_target(t) for t in args.target]
+    if all(isinstance(t, int) for t in parsed) and explainer.kind == "classifier" and len(parsed) == 1:
+        return parsed
+    found = explainer.detect(x, score=args.score)[0] if any(isinstance(t, tuple) for t in parsed) else []
+    row = []
+    for t in parsed:
+        if isinstance(t, tuple):
+            if not 0 <= t[1] < len(found):
+                raise BadRequest(f"the image has {len(found)} detections with score >= {args.score}; "
+                                 f"detection:{t[1]} is not one", "target")
+            t = found[t[1]]
+        elif isinstance(t, int):
+            from .targets import Class
+            t = Class(t)
+        row.append(t)
+    return [row]
+
+
 def cmd_explain(args) -> None:
     if args.server:
         return explain_remote(args)
@@ -72,19 +125,33 @@ def cmd_explain(args) -> None:
     explainer = Explainer(model, threads=args.threads, perturbation_budget=args.perturbation_budget)
     shown = images.fit(images.read(args.image), model.preprocessing)
     x = images.normalise(shown, model.preprocessing)
-    result = explainer.explain_full(x, args.method, None if args.target is None else [args.target], args.layer,
-                                    args.fusion, **options)
-    cam = result.maps[0]
-    target = int(result.targets[0])
-    print(f"{args.method} on {model.name} ({explainer.provider}): class {target} '{model.label(target)}', "
-          f"layers {result.layers[:3]}{' ...' if len(result.layers) > 3 else ''}"
-          + (f", options {result.options}" if result.options else ""))
+    result = explainer.explain_full(x, args.method, _local_targets(args, explainer, x), args.layer, args.fusion,
+                                    **options)
+    maps = result.maps.reshape(-1, *result.maps.shape[-2:])
+    objects = result.target_objects if result.target_objects is not None else [None]
+    objects = objects[0] if objects and isinstance(objects[0], list) else objects
+    found = [explainer.detection_for(explainer.predict(x)[0], t) for t in objects] \
+        if explainer.kind == "detector" and objects[0] is not None else [None] * len(maps)
+    print(f"{args.method} on {model.name} ({explainer.provider}), layers {result.layers[:3]}"
+          f"{' ...' if len(result.layers) > 3 else ''}" + (f", options {result.options}" if result.options else ""))
+    for k, (t, d) in enumerate(zip(objects, found)):
+        if d is not None:
+            print(f"  map {k}: detection {d.label!r} score {d.score:.3f} box "
+                  f"({', '.join(f'{v:.0f}' for v in d.box)})")
+        else:
+            target = int(np.asarray(result.targets).reshape(-1)[k])
+            name = type(t).__name__ if t is not None else "class"
+            print(f"  map {k}: {name} {target} '{model.label(target)}'" if target >= 0 else f"  map {k}: {t}")
     if args.save_map:
         Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_map, cam)
-        print(f"wrote {args.save_map} {cam.shape} float32 in [0, 1]")
-    if args.out:
-        images.write_png(args.out, images.overlay(shown, cam, alpha=args.alpha))
+        np.save(args.save_map, maps[0] if len(maps) == 1 else maps)
+        print(f"wrote {args.save_map} {maps[0].shape if len(maps) == 1 else maps.shape} float32 in [0, 1]")
+    if args.out:   # one overlay: the maps' maximum, with every box
+        picture = images.overlay(shown, maps.max(axis=0), alpha=args.alpha)
+        for d in found:
+            if d is not None:
+                picture = images.draw_box(picture, d.box, f"{d.label} {d.score:.2f}")
+        images.write_png(args.out, picture)
         print(f"wrote {args.out}")
 
 
@@ -184,6 +251,18 @@ def cmd_serve(args) -> None:
     asyncio.run(serve(config))
 
 
+def _remote_targets(args):
+    if args.detections:
+        return {"detections": args.detections}
+    if not args.target:
+        return None
+    parsed = [parse_target(t) for t in args.target]
+    if all(isinstance(t, int) for t in parsed):
+        return parsed
+    from .targets import Class
+    return {"objects": [[t[1] if isinstance(t, tuple) else Class(t) if isinstance(t, int) else t for t in parsed]]}
+
+
 def explain_remote(args) -> None:
     """`camserve explain --server HOST:PORT`: the same request, answered by a camserve server."""
     import grpc
@@ -195,24 +274,34 @@ def explain_remote(args) -> None:
     with Client(args.server, token=token, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key) as client:
         try:
             client.wait_ready(args.wait)
-            reply = client.explain([args.image], args.method, Path(str(args.model)).name,
-                                   None if args.target is None else [args.target], args.layer, overlay=bool(args.out),
-                                   fusion=args.fusion, original_size=args.original_size, **options)
+            reply = client.explain([args.image], args.method, Path(str(args.model)).name, _remote_targets(args),
+                                   args.layer, overlay=bool(args.out), fusion=args.fusion,
+                                   original_size=args.original_size, detect={"score": args.score}, **options)
         except grpc.RpcError as error:
             raise BadRequest(f"{error.code().name}: {error.details()}", "server") from error
         except TimeoutError as error:
             raise BadRequest(str(error), "server") from error
-    item = reply.images[0].explanations[0]
-    print(f"{reply.method} on {reply.model} v{reply.version} at {args.server} ({reply.provider}): class "
-          f"{item.class_id} '{item.label}' p={item.score:.3f}, layers {list(reply.layers)[:3]}")
+    items = reply.images[0].explanations
+    print(f"{reply.method} on {reply.model} v{reply.version} at {args.server} ({reply.provider}), layers "
+          f"{list(reply.layers)[:3]}")
+    for k, item in enumerate(items):
+        if item.HasField("detection"):
+            d = item.detection
+            print(f"  map {k}: detection '{d.label}' score {d.score:.3f} box ({d.x0:.0f}, {d.y0:.0f}, {d.x1:.0f}, "
+                  f"{d.y1:.0f})")
+        else:
+            print(f"  map {k}: class {item.class_id} '{item.label}' p={item.score:.3f}")
     if args.save_map:
         Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_map, Client.maps(reply)[0][0])
+        maps = Client.maps(reply)[0]
+        np.save(args.save_map, maps[0] if len(maps) == 1 else np.stack(maps))
         print(f"wrote {args.save_map}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_bytes(item.overlay_png)
-        print(f"wrote {args.out}")
+        for k, item in enumerate(items):
+            path = Path(args.out) if k == 0 else Path(args.out).with_stem(f"{Path(args.out).stem}-{k}")
+            path.write_bytes(item.overlay_png)
+            print(f"wrote {path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -236,7 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
     p.add_argument("--image", required=True)
     p.add_argument("--method", default=DEFAULT)
-    p.add_argument("--target", type=int, default=None, help="class id (default: top-1)")
+    p.add_argument("--target", action="append", default=None,
+                   help="CLASS, box:X0,Y0,X1,Y1[:CLASS], region:CLASS or detection:K; repeat for several maps "
+                        "(default: top-1 class, top detection, most predicted class)")
+    p.add_argument("--detections", type=int, default=0, metavar="K",
+                   help="detectors: explain the K best detections (one map each, one overlay with every box)")
+    p.add_argument("--score", type=float, default=0.25, help="detectors: the detections' least score")
     p.add_argument("--layer", action="append", default=None, help="target layer; repeat for several")
     p.add_argument("--fusion", choices=["mean", "max", "adaptive"], default=None)
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE; repeatable")

@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-from .wire import option_value
+from .targets import Target, has_objects
+from .wire import option_value, target_message
 
 SERVICE = "camserve.v1.ExplainService"
 
@@ -51,6 +52,11 @@ def channel_options(max_request_bytes: int = 64 << 20) -> dict:
             "grpc.keepalive_permit_without_calls": 1,
             # a replica back on the same address is found within seconds, not gRPC's default two minutes
             "grpc.max_reconnect_backoff_ms": 5_000}
+
+
+def _objects(request: pb.ExplainRequest, rows) -> None:
+    for row in rows:
+        request.targets.objects.images.add().targets.extend(target_message(t) for t in row)
 
 
 class Client:
@@ -92,16 +98,29 @@ class Client:
     @staticmethod
     def request(images: list, method: str = "gradcam", model: str = "mobilenet_v2", targets=None,
                 layers: list[str] | None = None, overlay: bool = False, fusion: str | None = None,
-                original_size: bool = False, version: str = "", **options) -> pb.ExplainRequest:
-        """images: file paths or encoded bytes; targets: None (top-1), class ids, or {"top_k": k}."""
+                original_size: bool = False, version: str = "", detect: dict | None = None,
+                **options) -> pb.ExplainRequest:
+        """images: file paths or encoded bytes. targets: None (the model kind's default), class ids, {"top_k": k},
+        {"detections": k} (a detector's k best), camserve.targets objects (one for all images, one per image, or a
+        list per image), or {"objects": [[...], ...]} whose ints are detection indices. detect: {"score", "iou",
+        "max_detections"} for detectors."""
         encoded = [Path(i).read_bytes() if isinstance(i, (str, Path)) else bytes(i) for i in images]
         request = pb.ExplainRequest(model=model, version=version, method=method, layers=layers or [],
                                     fusion=fusion or "", images=[pb.Image(encoded=data) for data in encoded],
                                     options={k: option_value(v) for k, v in options.items()},
                                     output=pb.OUTPUT_KIND_BOTH if overlay else pb.OUTPUT_KIND_MAP,
                                     size=pb.OUTPUT_SIZE_ORIGINAL if original_size else pb.OUTPUT_SIZE_INPUT)
-        if isinstance(targets, dict):
+        if detect:
+            request.detect.CopyFrom(pb.DetectOptions(**detect))
+        if isinstance(targets, dict) and "top_k" in targets:
             request.targets.top_k = int(targets["top_k"])
+        elif isinstance(targets, dict) and "detections" in targets:
+            request.targets.detections = int(targets["detections"])
+        elif isinstance(targets, dict) and "objects" in targets:
+            _objects(request, targets["objects"])
+        elif has_objects(targets):
+            rows = [targets] if isinstance(targets, Target) else list(targets)
+            _objects(request, [row if isinstance(row, (list, tuple)) else [row] for row in rows])
         elif targets is not None:
             request.targets.class_ids.ids.extend(int(t) for t in np.atleast_1d(targets))
         return request

@@ -93,6 +93,20 @@ class Explainer:
         max_det = count(max_det, "max_det", "max_det")
         return [self._detections(out, score, iou, max_det) for out in self.predict(x)]
 
+    def detection_for(self, output: np.ndarray, target) -> targets_.Detection | None:
+        """The detection a target scores in one image's output: a Detection with its anchor as it is, a Box's
+        chosen anchor as a Detection; None for targets of other kinds."""
+        if isinstance(target, targets_.Detection) and target.anchor is not None:
+            return target
+        anchor = None if target is None else target.anchor_in(output, self.model)
+        if anchor is None:
+            return None
+        boxes, scores, objectness = self.model.head.decode(output)
+        class_id = target.class_id if target.class_id is not None else int(scores[anchor].argmax())
+        return targets_.Detection(tuple(float(v) for v in boxes[anchor]), class_id,
+                                  float(scores[anchor, class_id] * objectness[anchor]), anchor,
+                                  label=self.model.label(class_id))
+
     def _detections(self, output: np.ndarray, score: float, iou: float, max_det: int) -> list[targets_.Detection]:
         head = self.model.head
         boxes, classes, scores = head.scores(output)
@@ -121,7 +135,7 @@ class Explainer:
         detector's top detection, a segmenter's most predicted class; an embedding needs a Similarity.
         """
         x = self.check_input(x)
-        if self.kind == "classifier" and not _has_objects(targets):
+        if self.kind == "classifier" and not targets_.has_objects(targets):
             return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
         spec = lookup(method)
         if self.kind not in spec.kinds:
@@ -255,15 +269,6 @@ class Explainer:
                                     options.get("tanh", False))
         class_maps = result.evidence[0].extras.get("class_maps") if len(result.evidence) == 1 else None
         return Explanation(maps, spec.name, list(raw), targets, result.logits, fusion, raw, class_maps, options)
-
-
-def _has_objects(targets) -> bool:
-    """Whether `targets` holds camserve.targets objects (else class ids or class-weight rows)."""
-    if isinstance(targets, targets_.Target):
-        return True
-    return isinstance(targets, (list, tuple)) and any(
-        isinstance(t, targets_.Target) or (isinstance(t, (list, tuple)) and any(isinstance(u, targets_.Target)
-                                                                               for u in t)) for t in targets)
 
 
 def _methods_for(kind: str) -> list[str]:

@@ -107,6 +107,32 @@ def unfit(cam: np.ndarray, shape: tuple[int, int], spec: Preprocessing) -> np.nd
     return np.clip(cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
 
 
+def unfit_box(box, shape: tuple[int, int], spec: Preprocessing) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) in the fitted image's pixels on the original (H, W) image: `fit`'s crop offset
+    added back, then its resize undone, clipped to the image."""
+    h, w = shape
+    nh, nw, top, left, _, _ = geometry(shape, spec)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    xs = [min(max((x + left) * w / nw, 0.0), float(w)) for x in (x0, x1)]
+    ys = [min(max((y + top) * h / nh, 0.0), float(h)) for y in (y0, y1)]
+    return xs[0], ys[0], xs[1], ys[1]
+
+
+def draw_box(rgb: np.ndarray, box, label: str = "", colour=(255, 255, 255)) -> np.ndarray:
+    """A copy of an RGB uint8 image with a box (x0, y0, x1, y1 in its pixels) and its label drawn on it."""
+    image = np.ascontiguousarray(rgb).copy()
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
+    if label:
+        scale = max(0.35, max(image.shape[:2]) / 900)
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
+        top = y0 - th - base if y0 - th - base >= 0 else y0
+        cv2.rectangle(image, (x0, top), (x0 + tw, top + th + base), colour, -1)
+        cv2.putText(image, label, (x0, top + th), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness, cv2.LINE_AA)
+    return image
+
+
 def to_tensor(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
     """RGB uint8 image -> float32 (1, C, H, W) normalised tensor (always NCHW; the Explainer handles NHWC)."""
     return normalise(fit(rgb, spec), spec)

@@ -168,6 +168,15 @@ KINDS_OF = {kind: tuple(t.__name__ for t in (Class, Region, Box, Detection, Simi
             for kind in ("classifier", "segmenter", "detector", "embedding")}
 
 
+def has_objects(targets) -> bool:
+    """Whether `targets` holds Target objects (one, a list, or a list per image), not class ids or rows."""
+    if isinstance(targets, Target):
+        return True
+    return isinstance(targets, (list, tuple)) and any(
+        isinstance(t, Target) or (isinstance(t, (list, tuple)) and any(isinstance(u, Target) for u in t))
+        for t in targets)
+
+
 def check_kind(target: Target, kind: str) -> None:
     if kind not in target.kinds:
         takes = ", ".join(KINDS_OF[kind]) or "none"

@@ -156,3 +156,76 @@ def photos(size: int = 224, names=("chelsea.png", "coffee.png")) -> np.ndarray:
     folder = Path(skimage.__file__).parent / "data"
     spec = Preprocessing(resize=round(size * 256 / 224), crop=size)
     return np.concatenate([to_tensor(read(folder / name), spec) for name in names])
+
+
+# -- a YOLOv8-style detector: three scales, box and class branches, DFL decoding, sigmoid scores -------------------
+class TinyYolo(torch.nn.Module):
+    """The head layout of Ultralytics' YOLOv8 export (N x (4+K) x A, boxes decoded through a DFL in the graph),
+    on a small backbone: strides 8, 16, 32."""
+
+    def __init__(self, classes: int = 3, bins: int = 4, size: int = 64):
+        super().__init__()
+        torch.manual_seed(0)
+        c = lambda i, o, s: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.SiLU())  # noqa: E731
+        self.stem = torch.nn.Sequential(c(3, 8, 2), c(8, 8, 2), c(8, 16, 2))
+        self.down4, self.down5 = c(16, 16, 2), c(16, 16, 2)
+        self.box = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, 4 * bins, 1))
+                                       for _ in range(3))
+        self.cls = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, classes, 1))
+                                       for _ in range(3))
+        self.bins, self.classes = bins, classes
+        anchors, strides = [], []
+        for stride in (8, 16, 32):
+            n = size // stride
+            ys, xs = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+            anchors.append(torch.stack([xs.ravel(), ys.ravel()], 0))
+            strides.append(torch.full((n * n,), float(stride)))
+        self.register_buffer("anchors", torch.cat(anchors, 1))
+        self.register_buffer("strides", torch.cat(strides))
+        self.eval()
+
+    def forward(self, x):
+        p3 = self.stem(x)
+        p4 = self.down4(p3)
+        p5 = self.down5(p4)
+        outs = [torch.cat([self.box[i](p), self.cls[i](p)], 1).flatten(2) for i, p in enumerate((p3, p4, p5))]
+        raw = torch.cat(outs, 2)
+        box, cls = raw.split([4 * self.bins, self.classes], 1)
+        n, _, a = box.shape
+        dist = (box.view(n, 4, self.bins, a).softmax(2) * torch.arange(self.bins, dtype=x.dtype).view(1, 1, -1, 1))
+        lt, rb = dist.sum(2).chunk(2, 1)
+        x0y0, x1y1 = self.anchors - lt, self.anchors + rb
+        xywh = torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1) * self.strides
+        return torch.cat([xywh, cls.sigmoid()], 1)
+
+
+class TinySegmenter(torch.nn.Module):
+    """N x K x H x W class scores at the input's size: a stride-8 encoder, a 1x1 classifier, bilinear upsampling
+    (torchvision's FCN layout, small)."""
+
+    def __init__(self, classes: int = 4):
+        super().__init__()
+        torch.manual_seed(0)
+        c = lambda i, o, s: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.ReLU())  # noqa: E731
+        self.encoder = torch.nn.Sequential(c(3, 8, 2), c(8, 16, 2), c(16, 16, 2))
+        self.classifier = torch.nn.Conv2d(16, classes, 1)
+        self.eval()
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(self.classifier(self.encoder(x)), size=x.shape[2:], mode="bilinear",
+                                               align_corners=False)
+
+
+class TinyEmbedder(torch.nn.Module):
+    """An L2-normalised N x D embedding of pooled conv features (a retrieval model's layout, small)."""
+
+    def __init__(self, dims: int = 16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(),
+                                            torch.nn.Conv2d(8, 16, 3, 2, 1), torch.nn.ReLU())
+        self.project = torch.nn.Linear(16, dims)
+        self.eval()
+
+    def forward(self, x):
+        return torch.nn.functional.normalize(self.project(self.features(x).mean((2, 3))), dim=1)

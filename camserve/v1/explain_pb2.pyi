@@ -68,14 +68,84 @@ class Tensor(_message.Message):
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[DataType, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Targets(_message.Message):
-    __slots__ = ("class_ids", "top_k", "weights")
+    __slots__ = ("class_ids", "top_k", "weights", "objects", "detections")
     CLASS_IDS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_FIELD_NUMBER: _ClassVar[int]
+    DETECTIONS_FIELD_NUMBER: _ClassVar[int]
     class_ids: ClassIds
     top_k: int
     weights: ClassWeights
-    def __init__(self, class_ids: _Optional[_Union[ClassIds, _Mapping]] = ..., top_k: _Optional[int] = ..., weights: _Optional[_Union[ClassWeights, _Mapping]] = ...) -> None: ...
+    objects: TargetLists
+    detections: int
+    def __init__(self, class_ids: _Optional[_Union[ClassIds, _Mapping]] = ..., top_k: _Optional[int] = ..., weights: _Optional[_Union[ClassWeights, _Mapping]] = ..., objects: _Optional[_Union[TargetLists, _Mapping]] = ..., detections: _Optional[int] = ...) -> None: ...
+
+class TargetLists(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[TargetList]
+    def __init__(self, images: _Optional[_Iterable[_Union[TargetList, _Mapping]]] = ...) -> None: ...
+
+class TargetList(_message.Message):
+    __slots__ = ("targets",)
+    TARGETS_FIELD_NUMBER: _ClassVar[int]
+    targets: _containers.RepeatedCompositeFieldContainer[Target]
+    def __init__(self, targets: _Optional[_Iterable[_Union[Target, _Mapping]]] = ...) -> None: ...
+
+class Target(_message.Message):
+    __slots__ = ("region", "box", "detection", "similarity")
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    region: RegionTarget
+    box: BoxTarget
+    detection: int
+    similarity: SimilarityTarget
+    def __init__(self, region: _Optional[_Union[RegionTarget, _Mapping]] = ..., box: _Optional[_Union[BoxTarget, _Mapping]] = ..., detection: _Optional[int] = ..., similarity: _Optional[_Union[SimilarityTarget, _Mapping]] = ...) -> None: ...
+
+class RegionTarget(_message.Message):
+    __slots__ = ("class_id", "mask")
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    MASK_FIELD_NUMBER: _ClassVar[int]
+    class_id: int
+    mask: Tensor
+    def __init__(self, class_id: _Optional[int] = ..., mask: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class BoxTarget(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1", "class_id", "iou", "terms")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    class_id: int
+    iou: float
+    terms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., class_id: _Optional[int] = ..., iou: _Optional[float] = ..., terms: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SimilarityTarget(_message.Message):
+    __slots__ = ("vector",)
+    VECTOR_FIELD_NUMBER: _ClassVar[int]
+    vector: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class DetectOptions(_message.Message):
+    __slots__ = ("score", "iou", "max_detections")
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    IOU_FIELD_NUMBER: _ClassVar[int]
+    MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    score: float
+    iou: float
+    max_detections: int
+    def __init__(self, score: _Optional[float] = ..., iou: _Optional[float] = ..., max_detections: _Optional[int] = ...) -> None: ...
 
 class ClassIds(_message.Message):
     __slots__ = ("ids",)
@@ -104,7 +174,7 @@ class OptionValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ...) -> None: ...
 
 class ExplainRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "method", "options", "targets", "layers", "fusion", "output", "size", "request_id")
+    __slots__ = ("model", "version", "images", "method", "options", "targets", "layers", "fusion", "output", "size", "request_id", "detect")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +193,7 @@ class ExplainRequest(_message.Message):
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     images: _containers.RepeatedCompositeFieldContainer[Image]
@@ -134,21 +205,44 @@ class ExplainRequest(_message.Message):
     output: OutputKind
     size: OutputSize
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., targets: _Optional[_Union[Targets, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., output: _Optional[_Union[OutputKind, str]] = ..., size: _Optional[_Union[OutputSize, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    detect: DetectOptions
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., method: _Optional[str] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., targets: _Optional[_Union[Targets, _Mapping]] = ..., layers: _Optional[_Iterable[str]] = ..., fusion: _Optional[str] = ..., output: _Optional[_Union[OutputKind, str]] = ..., size: _Optional[_Union[OutputSize, str]] = ..., request_id: _Optional[str] = ..., detect: _Optional[_Union[DetectOptions, _Mapping]] = ...) -> None: ...
+
+class Detection(_message.Message):
+    __slots__ = ("x0", "y0", "x1", "y1", "class_id", "label", "score", "original_box")
+    X0_FIELD_NUMBER: _ClassVar[int]
+    Y0_FIELD_NUMBER: _ClassVar[int]
+    X1_FIELD_NUMBER: _ClassVar[int]
+    Y1_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    ORIGINAL_BOX_FIELD_NUMBER: _ClassVar[int]
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    class_id: int
+    label: str
+    score: float
+    original_box: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., original_box: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("class_id", "label", "score", "map", "overlay_png")
+    __slots__ = ("class_id", "label", "score", "map", "overlay_png", "detection")
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    DETECTION_FIELD_NUMBER: _ClassVar[int]
     class_id: int
     label: str
     score: float
     map: Tensor
     overlay_png: bytes
-    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+    detection: Detection
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ...) -> None: ...
 
 class ImageExplanations(_message.Message):
     __slots__ = ("explanations",)
@@ -338,7 +432,7 @@ class Preprocessing(_message.Message):
     def __init__(self, resize: _Optional[int] = ..., crop: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., color: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "version", "input_name", "input_shape", "layout", "num_classes", "labels", "default_layer", "layers", "preprocessing")
+    __slots__ = ("name", "version", "input_name", "input_shape", "layout", "num_classes", "labels", "default_layer", "layers", "preprocessing", "kind", "head", "output_shape")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +443,9 @@ class ModelDescription(_message.Message):
     DEFAULT_LAYER_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     PREPROCESSING_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     input_name: str
@@ -359,7 +456,10 @@ class ModelDescription(_message.Message):
     default_layer: str
     layers: _containers.RepeatedCompositeFieldContainer[LayerDescription]
     preprocessing: Preprocessing
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[str]] = ..., layout: _Optional[str] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., default_layer: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerDescription, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ...) -> None: ...
+    kind: str
+    head: str
+    output_shape: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[str]] = ..., layout: _Optional[str] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., default_layer: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerDescription, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., kind: _Optional[str] = ..., head: _Optional[str] = ..., output_shape: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMethodsRequest(_message.Message):
     __slots__ = ()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import math
 import time
 from dataclasses import dataclass
 
@@ -12,7 +11,7 @@ import numpy as np
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-from .. import images
+from .. import images, wire
 from ..data.folder import map_box
 from ..errors import BadRequest
 from ..evaluation import Settings, evaluate
@@ -25,7 +24,6 @@ from .batching import Batcher
 from .calls import checked, observed, observed_stream
 from .repository import ModelRepository
 
-DTYPES = {pb.DATA_TYPE_FLOAT32: np.float32, pb.DATA_TYPE_FLOAT16: np.float16, pb.DATA_TYPE_UINT8: np.uint8}
 COST_CLASSES = {"forward": pb.COST_CLASS_FORWARD, "few_forwards": pb.COST_CLASS_FEW_FORWARDS,
                 "per_channel": pb.COST_CLASS_PER_CHANNEL}
 STREAM_WINDOW = 8      # stream messages explained at once (in order); more could batch, but would hold memory
@@ -69,19 +67,28 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         _check_request(request, self.limits)
         # one hop to a worker thread for everything before the run: each hop costs 0.15-0.3 ms
         version, model, explainer, inputs, rows, repeat = await asyncio.to_thread(self._prepare, request)
-        if rows is None:
-            # the top k classes take a forward run: in a run slot, stopped with the call, as the explanation is
-            rows = await self.batcher.call(_top_k_rows, explainer, inputs.x, repeat)
         method = request.method or DEFAULT
         options = {name: option(value) for name, value in request.options.items()}
         layers = list(request.layers) or None   # none: the Model's default layer
+        if isinstance(rows, _Objects):   # targets beyond classes: one explain_full in a run slot
+            result, explained = await self.batcher.call(_explain_objects, explainer, inputs.x, rows, method, layers,
+                                                        request.fusion or None, options)
+            response = self._response(request, version, explainer, result)
+            fill = (response, result, explained, inputs, model, request)
+            if request.output != pb.OUTPUT_KIND_MAP or request.size == pb.OUTPUT_SIZE_ORIGINAL:
+                await asyncio.to_thread(_fill_objects, *fill)
+            else:
+                _fill_objects(*fill)
+            response.seconds = time.perf_counter() - began
+            return response
+        if rows is None:
+            # the top k classes take a forward run: in a run slot, stopped with the call, as the explanation is
+            rows = await self.batcher.call(_top_k_rows, explainer, inputs.x, repeat)
         x = np.repeat(inputs.x, repeat, axis=0) if repeat > 1 else inputs.x
         result = await self.batcher.explain(explainer, x, rows, method, layers, request.fusion or None, options)
         want_map = request.output in (pb.OUTPUT_KIND_UNSPECIFIED, pb.OUTPUT_KIND_MAP, pb.OUTPUT_KIND_BOTH)
         want_png = request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH)
-        response = pb.ExplainResponse(model=request.model, version=version, method=method, layers=result.layers,
-                                      options={k: option_value(v) for k, v in result.options.items()},
-                                      provider=explainer.provider, request_id=request.request_id)
+        response = self._response(request, version, explainer, result)
         probabilities = softmax(result.logits.astype(np.float64))
         original = request.size == pb.OUTPUT_SIZE_ORIGINAL
         fill = (response, result, probabilities, inputs, repeat, model, want_map, want_png, original)
@@ -91,6 +98,12 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             _fill(*fill)
         response.seconds = time.perf_counter() - began
         return response
+
+    @staticmethod
+    def _response(request: pb.ExplainRequest, version: str, explainer, result) -> pb.ExplainResponse:
+        return pb.ExplainResponse(model=request.model, version=version, method=request.method or DEFAULT,
+                                  layers=result.layers, options={k: option_value(v) for k, v in result.options.items()},
+                                  provider=explainer.provider, request_id=request.request_id)
 
     def _prepare(self, request: pb.ExplainRequest):
         version, model, explainer = self.repository.get(request.model, request.version)
@@ -102,6 +115,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
                              "size")
         if request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH) and any(s is None for s in inputs.shown):
             raise BadRequest("overlays need encoded images; tensor inputs get maps only", "output")
+        if explainer.kind != "classifier" or request.targets.WhichOneof("kind") in ("objects", "detections"):
+            return version, model, explainer, inputs, _objects(request, len(inputs.x), self.limits), 1
         rows, repeat = _target_rows(request.targets, explainer, inputs.x)
         return version, model, explainer, inputs, rows, repeat
 
@@ -190,7 +205,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             layers=[pb.LayerDescription(name=layer.name, shape=[str(d) for d in layer.shape], op=layer.op)
                     for layer in info.layers],
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
-                                           std=spec.std, color=spec.color, scale=spec.scale))
+                                           std=spec.std, color=spec.color, scale=spec.scale),
+            kind=explainer.kind, head=info.head or "", output_shape=[str(d) for d in info.output_shape])
 
     @observed("ListMethods")
     async def ListMethods(self, request, context) -> pb.ListMethodsResponse:
@@ -232,18 +248,7 @@ def _indexed(fn, field: str, *args):
 
 
 def _tensor_image(tensor: pb.Tensor, layout: str, field: str) -> np.ndarray:
-    if tensor.dtype not in DTYPES:
-        raise BadRequest(f"tensor dtype {tensor.dtype} is not one of FLOAT32, FLOAT16, UINT8", f"{field}.dtype")
-    shape = [int(d) for d in tensor.shape]
-    limit = images.MAX_PIXELS * 4
-    count = math.prod(shape)   # Python integers: huge dims must not wrap around as numpy's int64 would
-    if len(shape) != 3 or min(shape) < 1 or count > limit:
-        raise BadRequest(f"tensor shape {shape} must be 3 positive dims, at most {limit} elements", f"{field}.shape")
-    dtype = np.dtype(DTYPES[tensor.dtype]).newbyteorder("<")
-    if len(tensor.data) != count * dtype.itemsize:
-        raise BadRequest(f"tensor data holds {len(tensor.data)} bytes; shape {shape} of {dtype.name} needs "
-                         f"{count * dtype.itemsize}", f"{field}.data")
-    array = np.frombuffer(tensor.data, dtype).reshape(shape).astype(np.float32)
+    array = wire.tensor(tensor, field, rank=3, limit=images.MAX_PIXELS * 4)
     return array.transpose(2, 0, 1) if layout == "NHWC" else array
 
 
@@ -295,6 +300,111 @@ def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, model, 
                                             data=np.ascontiguousarray(cam, "<f4").tobytes()))
             if want_png:
                 item.overlay_png = images.encode_png(images.overlay(shown, cam))
+
+
+@dataclass
+class _Objects:
+    """Targets beyond classes, as the request gives them: per image a list of camserve.targets objects and
+    detection indices (ints), or the k best detections of each image, or None (the kind's default)."""
+    given: list[list] | None
+    top: int
+    detect: tuple[float, float, int]
+
+
+def _objects(request: pb.ExplainRequest, n: int, limits: Limits) -> _Objects:
+    targets, kind = request.targets, request.targets.WhichOneof("kind")
+    d = request.detect
+    detect = (d.score or 0.25, d.iou or 0.45, d.max_detections or 100)
+    if kind == "detections":
+        if not 1 <= targets.detections <= limits.images_per_request // max(n, 1):
+            raise BadRequest(f"{n} images x {targets.detections} detections make {n * targets.detections} maps; "
+                             f"give 1 to {limits.images_per_request // max(n, 1)} (the limit is "
+                             f"{limits.images_per_request} maps per request)", "targets.detections")
+        return _Objects(None, targets.detections, detect)
+    if kind is None:
+        return _Objects(None, 0, detect)
+    if kind != "objects":
+        raise BadRequest(f"targets.{kind} name classes; this model's targets are region, box, detection or "
+                         "similarity targets (targets.objects) or targets.detections", f"targets.{kind}")
+    lists = targets.objects.images
+    if len(lists) not in (1, n):
+        raise BadRequest(f"give one target list, or one per image ({n}); got {len(lists)}", "targets.objects")
+    given = [[wire.target(t, f"targets.objects.images[{i}].targets[{k}]") for k, t in enumerate(row.targets)]
+             for i, row in enumerate(lists)]
+    given = given * n if len(given) == 1 else given
+    if len({len(row) for row in given}) != 1 or not given[0]:
+        raise BadRequest("every image needs the same number of targets (at least one)", "targets.objects")
+    if n * len(given[0]) > limits.images_per_request:
+        raise BadRequest(f"{n} images x {len(given[0])} targets make {n * len(given[0])} maps; the limit is "
+                         f"{limits.images_per_request} per request", "targets.objects")
+    return _Objects(given, 0, detect)
+
+
+def _explain_objects(explainer, x: np.ndarray, plan: _Objects, method: str, layers, fusion, options):
+    """explain_full on region/box/detection/similarity targets (a worker thread's work: detection indices and
+    the k best detections take a forward first), and per map the detection it explains (None off detectors)."""
+    chosen = plan.given
+    indices = plan.top or any(isinstance(t, int) for row in chosen or [] for t in row)
+    if indices:
+        found = explainer.detect(x, *plan.detect)
+        if plan.top:
+            short = next((i for i, f in enumerate(found) if len(f) < plan.top), None)
+            if short is not None:
+                raise BadRequest(f"image {short} has {len(found[short])} detections with score >= {plan.detect[0]}; "
+                                 f"{plan.top} were asked for (lower detect.score)", "targets.detections")
+            chosen = [f[:plan.top] for f in found]
+        else:
+            chosen = [[_detection(found[i], t, i) if isinstance(t, int) else t for t in row]
+                      for i, row in enumerate(chosen)]
+    result = explainer.explain_full(x, method, chosen, layers, fusion, **options)
+    objects = result.target_objects
+    rows = objects if objects and isinstance(objects[0], list) else [[o] for o in objects]
+    explained = [[None] * len(row) for row in rows]
+    if explainer.kind == "detector":
+        output = explainer.predict(x)
+        explained = [[explainer.detection_for(out, t) for t in row] for out, row in zip(output, rows)]
+    return result, list(zip(rows, explained))
+
+
+def _detection(found: list, index: int, image: int):
+    if not 0 <= index < len(found):
+        raise BadRequest(f"image {image} has {len(found)} detections; detection index {index} is out of range",
+                         f"targets.objects.images[{image}]")
+    return found[index]
+
+
+def _fill_objects(response, result, explained, inputs: _Inputs, model, request: pb.ExplainRequest) -> None:
+    want_map = request.output in (pb.OUTPUT_KIND_UNSPECIFIED, pb.OUTPUT_KIND_MAP, pb.OUTPUT_KIND_BOTH)
+    want_png = request.output in (pb.OUTPUT_KIND_OVERLAY_PNG, pb.OUTPUT_KIND_BOTH)
+    original = request.size == pb.OUTPUT_SIZE_ORIGINAL
+    maps = result.maps.reshape(len(inputs.x), -1, *result.maps.shape[-2:])
+    for i, (targets, detections) in enumerate(explained):
+        group = response.images.add()
+        for t, (target, found) in enumerate(zip(targets, detections)):
+            cam, shown = maps[i, t], inputs.shown[i]
+            class_id = found.class_id if found is not None else getattr(target, "class_id", None)
+            item = group.explanations.add(class_id=-1 if class_id is None else class_id,
+                                          label="" if class_id is None else model.label(class_id),
+                                          score=0.0 if found is None else found.score)
+            box = None if found is None else found.box
+            if found is not None:
+                item.detection.CopyFrom(pb.Detection(x0=box[0], y0=box[1], x1=box[2], y1=box[3],
+                                                     class_id=found.class_id, label=model.label(found.class_id),
+                                                     score=found.score))
+                if inputs.originals[i] is not None:
+                    item.detection.original_box.extend(
+                        images.unfit_box(box, inputs.originals[i].shape[:2], model.preprocessing))
+            if original:
+                cam, shown = images.unfit(cam, inputs.originals[i].shape[:2], model.preprocessing), inputs.originals[i]
+                if box is not None:
+                    box = tuple(item.detection.original_box)
+            if want_map:
+                item.map.CopyFrom(wire.tensor_message(cam))
+            if want_png:
+                picture = images.overlay(shown, cam)
+                if box is not None:
+                    picture = images.draw_box(picture, box, f"{item.label} {found.score:.2f}")
+                item.overlay_png = images.encode_png(picture)
 
 
 def _labels_and_boxes(items, inputs: _Inputs, model, explainer) -> tuple[np.ndarray, list]:

@@ -14,7 +14,7 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 from camserve import Explainer
 from camserve.service.errors import BadRequest
 from camserve.targets import Box, Region, Similarity
-from zoo import CACHE, layer_for_module, photos
+from zoo import CACHE, TinyYolo, layer_for_module, photos
 
 TOL = 1e-3
 FOLDER = CACHE.parent / "targets"    # exported once per machine, like the zoo
@@ -122,47 +122,6 @@ def test_similarity_target_equals_similarity_to_concept_target():
     np.testing.assert_allclose(ours, peer, atol=TOL)
     with pytest.raises(BadRequest, match="Similarity"):
         explainer.explain(x[:1], "gradcam")
-
-
-# -- a YOLOv8-style detector: three scales, box and class branches, DFL decoding, sigmoid scores -------------------
-class TinyYolo(torch.nn.Module):
-    """The head layout of Ultralytics' YOLOv8 export (N x (4+K) x A, boxes decoded through a DFL in the graph),
-    on a small backbone: strides 8, 16, 32."""
-
-    def __init__(self, classes: int = 3, bins: int = 4, size: int = 64):
-        super().__init__()
-        torch.manual_seed(0)
-        c = lambda i, o, s: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.SiLU())  # noqa: E731
-        self.stem = torch.nn.Sequential(c(3, 8, 2), c(8, 8, 2), c(8, 16, 2))
-        self.down4, self.down5 = c(16, 16, 2), c(16, 16, 2)
-        self.box = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, 4 * bins, 1))
-                                       for _ in range(3))
-        self.cls = torch.nn.ModuleList(torch.nn.Sequential(c(16, 16, 1), torch.nn.Conv2d(16, classes, 1))
-                                       for _ in range(3))
-        self.bins, self.classes = bins, classes
-        anchors, strides = [], []
-        for stride in (8, 16, 32):
-            n = size // stride
-            ys, xs = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
-            anchors.append(torch.stack([xs.ravel(), ys.ravel()], 0))
-            strides.append(torch.full((n * n,), float(stride)))
-        self.register_buffer("anchors", torch.cat(anchors, 1))
-        self.register_buffer("strides", torch.cat(strides))
-        self.eval()
-
-    def forward(self, x):
-        p3 = self.stem(x)
-        p4 = self.down4(p3)
-        p5 = self.down5(p4)
-        outs = [torch.cat([self.box[i](p), self.cls[i](p)], 1).flatten(2) for i, p in enumerate((p3, p4, p5))]
-        raw = torch.cat(outs, 2)
-        box, cls = raw.split([4 * self.bins, self.classes], 1)
-        n, _, a = box.shape
-        dist = (box.view(n, 4, self.bins, a).softmax(2) * torch.arange(self.bins, dtype=x.dtype).view(1, 1, -1, 1))
-        lt, rb = dist.sum(2).chunk(2, 1)
-        x0y0, x1y1 = self.anchors - lt, self.anchors + rb
-        xywh = torch.cat([(x0y0 + x1y1) / 2, x1y1 - x0y0], 1) * self.strides
-        return torch.cat([xywh, cls.sigmoid()], 1)
 
 
 @functools.lru_cache(maxsize=None)
