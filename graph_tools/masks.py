@@ -244,11 +244,13 @@ def _tail_graph(model: onnx.ModelProto, info: ModelInfo, layer: str, full_logits
 
 def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _Nodes, image: str,
                  full_logits: bool) -> None:
-    """Outputs `scores` (N, M) = class_weights . logits per copy, and `logits` (N, M, classes) if asked.
+    """Outputs `scores` (N, M) = sum(class_weights * output) per copy, and the outputs (N, M, *output) if asked:
+    class_weights is shaped like the output (a classifier's (N, classes) rows, a segmenter's maps...).
 
     Without full logits, a final Gemm with a constant weight becomes a dot product with
     class_weights @ W: the same scores at a fraction of the cost of every class.
     """
+    out_axes = list(range(2, len(info.output_shape) + 1))   # the output's own axes after (N, M)
     graph = model.graph
     start = len(nodes.nodes)
     rows = CLASS_WEIGHTS
@@ -264,15 +266,16 @@ def _add_outputs(model: onnx.ModelProto, info: ModelInfo, logits: str, nodes: _N
     else:
         per_copy = nodes.per_image(logits, image)                                        # (N, M, classes)
         product = nodes.op("Mul", [per_copy, nodes.unsqueeze(rows, [1])])
-        nodes.op("Identity", [nodes.reduce("ReduceSum", product, [2], 0)], out=SCORES)
+        nodes.op("Identity", [nodes.reduce("ReduceSum", product, out_axes, 0)], out=SCORES)
         if full_logits:
             nodes.op("Identity", [per_copy], out=LOGITS)
     graph.node.extend(nodes.nodes[start:])
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(SCORES, TensorProto.FLOAT, ["N", "M"]))
     if full_logits:
-        graph.output.append(helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT, ["N", "M", info.num_classes]))
-    graph.input.append(helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, ["N", info.num_classes]))
+        graph.output.append(helper.make_tensor_value_info(LOGITS, TensorProto.FLOAT,
+                                                          ["N", "M", *info.weights_shape[1:]]))
+    graph.input.append(helper.make_tensor_value_info(CLASS_WEIGHTS, TensorProto.FLOAT, info.weights_shape))
 
 
 def channel_tail(model: onnx.ModelProto, layer: str, full_logits: bool = False,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OptionError
-from ..runs import ChannelTail, Probed
+from ..runs import ALL_KINDS, ChannelTail, Probed
 from .base import class_score, method, weighted_sum
 
 # A layer whose minimum is 0 is ablated with 0; any other with a value far below its minimum, so a
@@ -34,10 +34,11 @@ def _fill(acts: np.ndarray, fill) -> np.ndarray:
     raise OptionError(f"fill must be 'min-1e7', 'pytorch-grad-cam' or a finite number, got {fill!r}")
 
 
-@method("ablationcam", run=ChannelTail(), options={"fill": "min-1e7"},
+@method("ablationcam", run=ChannelTail(), options={"fill": "min-1e7"}, kinds=ALL_KINDS,
         cost="1 forward + K runs of the network after the layer")
 def ablationcam(ev: Probed, fill) -> np.ndarray:
-    """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (S - S with channel k ablated) / S.
+    """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (S - S with channel k ablated) / S, S the target's score
+    (any kind's: a class logit, a region's sum, a detection's score, a similarity).
 
     fill: "min-1e7" (0 when the layer's minimum is 0, else min - 1e7: pytorch-grad-cam's stated rule),
     "pytorch-grad-cam" (that library's actual values, which also drop by 1e7 per copy within its

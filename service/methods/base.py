@@ -110,8 +110,13 @@ def method(name: str, run: Run, options: dict[str, Any] | None = None, cost_clas
 
 
 def class_score(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """rows . logits for (N, [M,] classes) logits: the target logit, or a class mix."""
-    return np.einsum("n...c,nc->n...", logits, rows)
+    """rows . logits for (N, [M,] classes) logits: the target logit, or a class mix; for any other kind, the
+    target functional sum(W * output) of (N, [M,] *output) outputs with W (N, *output)."""
+    if rows.ndim == 2:
+        return np.einsum("n...c,nc->n...", logits, rows)
+    extra = logits.ndim - rows.ndim   # 1 with a masks axis
+    weights = rows.reshape(rows.shape[:1] + (1,) * extra + rows.shape[1:])
+    return (logits * weights).reshape(*logits.shape[:1 + extra], -1).sum(-1)
 
 
 def class_probability(logits: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import OptionError
-from ..runs import InputMasks, Probed
+from ..runs import ALL_KINDS, InputMasks, Probed
 from .base import class_probability, class_score, count_option, method, minmax_channels, softmax, weighted_sum
 from .resample import upsample, upsampling
 
@@ -12,7 +12,8 @@ VARIANTS = ("pytorch-grad-cam", "official", "torchcam", "torchcam_v0_2")
 INPUTS = InputMasks()
 
 
-@method("scorecam", run=INPUTS, options={"variant": "pytorch-grad-cam"}, cost="1 forward + K masked forwards")
+@method("scorecam", run=INPUTS, options={"variant": "pytorch-grad-cam"}, kinds=ALL_KINDS,
+        cost="1 forward + K masked forwards")
 def scorecam(ev: Probed, variant: str) -> np.ndarray:
     """Score-CAM: each channel, upsampled and min-max normalised, masks the input; its score weighs the channel.
 
@@ -24,6 +25,9 @@ def scorecam(ev: Probed, variant: str) -> np.ndarray:
     """
     acts, probe = ev.acts, ev.probe
     source, size = acts.shape[2:], probe.x.shape[2:]
+    if variant != "pytorch-grad-cam" and probe.ctx.model.kind != "classifier" and variant in VARIANTS:
+        raise OptionError(f"Score-CAM's {variant} variant weighs class probabilities; on a {probe.ctx.model.kind} "
+                          "use variant pytorch-grad-cam (the target's score)")
     if variant == "pytorch-grad-cam":
         scores = _masked(probe, acts, *upsampling(source, size, True), normalise=True, eps=1e-8)
         return weighted_sum(acts, softmax(scores, 1))

@@ -1,6 +1,7 @@
 """Typed run kinds: each owns its graphs (built through graph_tools), its session keys, its run and the
 evidence it hands a method. A method declares one; the Explainer only calls it."""
 from .base import (
+                   ALL_KINDS,
                    Activations,
                    BiasGradient,
                    Classified,
@@ -24,7 +25,8 @@ from .noisy import NoisyCopies, noisy_copies
 from .probe import Probe
 from .tails import ChannelTail, MosaicTail
 
-__all__ = ["Activations", "BiasGradient", "ChannelTail", "Classified", "Classifier", "Context", "ConvBlock",
-           "ConvBlocks", "Forward", "FullGradients", "Gradients", "HessianGradients", "InputMasks", "MosaicTail",
+__all__ = ["ALL_KINDS", "Activations", "BiasGradient", "ChannelTail", "Classified", "Classifier", "Context",
+           "ConvBlock", "ConvBlocks", "Forward", "FullGradients", "Gradients", "HessianGradients", "InputMasks",
+           "MosaicTail",
            "NoisyCopies", "NoisyGradients", "Probe", "Probed", "ProbedGradients", "Result", "Run", "WholeNetwork",
            "WithGradients", "WithHessian", "noisy_copies", "top1"]

@@ -212,9 +212,9 @@ def test_several_detections_in_one_run_equal_one_call_each():
     assert together.shape == (1, len(found), 64, 64)
     for k, d in enumerate(found):
         np.testing.assert_allclose(together[0, k], explainer.explain(x, "gradcam", targets=[d])[0], atol=1e-5)
-    # a perturbation method scores classes: refused on a detector, with the methods that apply
-    with pytest.raises(BadRequest, match="scores classes only.*gradcam"):
-        explainer.explain(x, "scorecam", targets=[found[0]])
+    # a method built on class probabilities is refused on a detector, with the methods that apply
+    with pytest.raises(BadRequest, match="scores classes only.*ablationcam.*gradcam.*scorecam"):
+        explainer.explain(x, "reciprocam", targets=[found[0]])
 
 
 def test_bad_detector_targets_are_refused_clearly():
@@ -230,3 +230,44 @@ def test_bad_detector_targets_are_refused_clearly():
         explainer.explain(x, "gradcam", targets=[Region(0)])
     with pytest.raises(BadRequest, match="targets are camserve.targets objects"):
         explainer.explain(x, "gradcam", targets=[1])
+
+
+# -- perturbation methods score their copies with the same target functional -------------------------------------
+@functools.lru_cache(maxsize=None)
+def tiny_segmenter():
+    from zoo import TinySegmenter
+    model = TinySegmenter()
+    return model, Explainer(str(_exported("tiny_segmenter", model, 64)))
+
+
+@pytest.mark.parametrize("method, cls", [("scorecam", "ScoreCAM"), ("ablationcam", "AblationCAM")])
+def test_perturbation_methods_on_a_region_and_a_box_equal_the_peer(method, cls):
+    import pytorch_grad_cam
+    peer_cls = getattr(pytorch_grad_cam, cls)
+    x = photos(64)[:1]
+    model, explainer = tiny_segmenter()
+    region, mask = 1, np.zeros((64, 64), np.float32)
+    mask[8:40, 16:56] = 1.0   # a region of class 1 given by its mask
+    with peer_cls(model=model, target_layers=[model.encoder[2]]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x), targets=[SemanticSegmentationTarget(region, mask)])
+    ours = explainer.explain(x, method, targets=[Region(region, mask)], layers=[_layer(explainer, "encoder.2")])
+    assert peer.max() > 0.5
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+
+    model, explainer = tiny_yolo()
+    x = _image()
+    top = explainer.detect(x, score=0.0)[0][0]
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))[0].numpy()
+    module = "stem.2" if top.anchor < 64 else "down4" if top.anchor < 80 else "down5"
+    with peer_cls(model=model, target_layers=[model.get_submodule(module)]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x), targets=[lambda out: out[4 + top.class_id, top.anchor]])
+    ours = explainer.explain(x, method, targets=[top])
+    assert raw[4 + top.class_id, top.anchor] == pytest.approx(top.score, abs=1e-5)
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
+def test_score_cam_variants_that_weigh_probabilities_refuse_other_kinds():
+    _, explainer = tiny_segmenter()
+    with pytest.raises(BadRequest, match="variant pytorch-grad-cam"):
+        explainer.explain(_image(), "scorecam", targets=[Region(2)], variant="official")
