@@ -307,3 +307,47 @@ def test_rise_equals_torch_oracle(get_explainer, get_torch, get_inputs):
     error = float(np.abs(result.maps - ref).max())
     print(name, error)
     assert error <= TOL
+
+
+# --- D-RISE (Petsiuk et al., CVPR 2021) ---------------------------------------------------------------------------
+
+def test_drise_equals_the_paper_on_a_yolov8_style_head(tmp_path):
+    """H = sum_i w_i M_i, w_i = max_j IoU(L_t, L_j) cos(P_t, P_j) O_j over the masked image's proposals (every
+    anchor; O_j = 1 for a head without objectness), d_t the detection explained."""
+    import torchvision
+
+    from camserve import Explainer
+    from zoo import TinyYolo
+
+    model = TinyYolo()
+    with torch.no_grad():   # sharper heads, so that masking moves the boxes and class scores
+        for branch in (*model.box, *model.cls):
+            branch[-1].weight.mul_(20)
+    path = tmp_path / "yolo.onnx"
+    torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["output"])
+    explainer = Explainer(str(path), threads=2)
+    from zoo import photos
+    x = photos(64)[:1]
+    count, cells, probability, seed = 96, 4, 0.5, 2
+    _, masks = official_masks(count, cells, probability, (64, 64), seed)
+    with torch.no_grad():
+        raw = model(torch.from_numpy(x))[0]                                   # (4 + K, A)
+        scores = raw[4:]
+        anchor = int(scores.max(0).values.argmax())
+        c = int(scores[:, anchor].argmax())
+        corners = lambda r: torch.stack([r[0] - r[2] / 2, r[1] - r[3] / 2, r[0] + r[2] / 2,  # noqa: E731
+                                         r[1] + r[3] / 2], 1)
+        target = corners(raw)[anchor:anchor + 1]
+        weights = []
+        for mask in torch.from_numpy(masks):
+            out = model(torch.from_numpy(x) * mask)[0]
+            cls = out[4:].double()
+            cosine = cls[c] / cls.norm(dim=0)
+            weights.append(float((torchvision.ops.box_iou(target, corners(out))[0].double() * cosine).max()))
+    ref = minmax((torch.tensor(weights)[:, None, None].numpy() * masks).sum(0))
+    detection = next(d for d in explainer.detect(x, score=0.0)[0] if d.anchor == anchor)
+    ours = explainer.explain(x, "drise", targets=[detection], masks=count, cells=cells, probability=probability,
+                             seed=seed)
+    assert np.std(weights) > 0.01   # the masks matter: the map is not min-maxed noise
+    np.testing.assert_allclose(ours[0], ref, atol=TOL)
