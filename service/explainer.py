@@ -141,18 +141,23 @@ class Explainer:
         if self.kind not in spec.kinds:
             raise BadRequest(f"{method!r} scores classes only; on a {self.kind} use one of: "
                              f"{', '.join(m for m in _methods_for(self.kind))}", "method")
-        try:
-            chosen = self._targets(x, targets)
-        except BadRequest:
-            if targets is not None or spec.run.targeted:
-                raise
-            chosen = None   # no default target (a detector that found nothing), and a method that needs none
-        output = self.predict(x)
+        picks_layers = layers is None and self.kind == "detector" and spec.run.target_layers
+        chosen = None   # a method that needs no target, where none is given nor needed to pick its layer
+        if targets is not None or spec.run.targeted or picks_layers:
+            try:
+                chosen = self._targets(x, targets)
+            except BadRequest:
+                if targets is not None or spec.run.targeted:
+                    raise   # else: no default target (a detector that found nothing), and a method that needs none
+        # the forward that targets read (a Box's overlaps, a Region's predicted pixels); for class ids and
+        # detections with their anchor only the output's shape
+        needed = chosen is not None and any(t.needs_output for row in chosen for t in row)
+        output = self.predict(x) if needed else self._output_like(x)
         if chosen is None:
             weights, chosen = np.zeros((len(x), 1, *output.shape[1:]), np.float32), [[None]] * len(x)
         else:
             weights = self._weights(output, chosen)
-        if layers is None and self.kind == "detector" and spec.run.target_layers and chosen[0][0] is not None:
+        if picks_layers and chosen[0][0] is not None:
             layers, picks = self._scale_layers(output, chosen)
         else:
             picks = None
@@ -204,6 +209,13 @@ class Explainer:
                 return [targets_.Region(0)] * len(x)
             return [targets_.Region(int(np.bincount(o.argmax(0).ravel()).argmax())) for o in out]
         raise BadRequest("an embedding needs a Similarity(vector) target", "targets")
+
+    def _output_like(self, x: np.ndarray) -> np.ndarray:
+        """Zeros shaped like the output of x, from the graph's shapes (a forward where they are symbolic)."""
+        shape = self.info.output_shape[1:]
+        if all(isinstance(d, int) for d in shape):
+            return np.zeros((len(x), *shape), np.float32)
+        return self.predict(x)
 
     def _weights(self, output: np.ndarray, chosen: list[list[targets_.Target]]) -> np.ndarray:
         """W (N, T, *output): each target's weights at its image's output."""

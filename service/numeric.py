@@ -21,7 +21,8 @@ def minmax(x: np.ndarray, eps: float = 1e-7, axes: tuple[int, ...] = (-2, -1)) -
     also with eps = 0."""
     shifted = x - x.min(axis=axes, keepdims=True)
     top = shifted.max(axis=axes, keepdims=True) + eps
-    return np.divide(shifted, top, out=np.zeros_like(shifted), where=top > 0)
+    # where top is 0 the slice is constant, so `shifted` already holds its 0s: divide in place elsewhere
+    return np.divide(shifted, top, out=shifted, where=top > 0)
 
 
 def count(value, name: str, field: str = "options") -> int:

@@ -35,6 +35,8 @@ def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray]
     layers of a per-image evidence score (Integrative CAM reconstruction's layer weights).
     tanh: LayerCAM's tanh(2 M / max M) scaling of every layer first (torchcam, gamma = 2).
     """
+    if len(scaled) == 1 and not tanh and how in FUSIONS:   # one layer: every fusion is the identity
+        return minmax(np.maximum(scaled[0], 0)).astype(np.float32, copy=False)
     stack = np.maximum(np.stack(scaled, axis=1), 0)          # (N, L, H, W)
     if tanh:
         stack = np.tanh(2 * stack / (stack.max(axis=(-2, -1), keepdims=True) + 1e-7))

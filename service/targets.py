@@ -26,8 +26,10 @@ __all__ = ["Target", "Class", "Region", "Box", "Detection", "Similarity", "KINDS
 
 
 class Target:
-    """One image's target. `kinds`: the model kinds it applies to."""
+    """One image's target. `kinds`: the model kinds it applies to; `needs_output`: whether its weights read the
+    output's values (else only its shape)."""
     kinds: tuple[str, ...] = ()
+    needs_output = True
 
     def weights(self, output: np.ndarray, model) -> np.ndarray:
         """W shaped like `output` (one image's), for a `model` (camserve.Model) of one of `kinds`."""
@@ -43,6 +45,7 @@ class Class(Target):
     """A classifier's class (or one entry of any vector output)."""
     class_id: int
     kinds = ("classifier", "embedding")
+    needs_output = False
 
     def weights(self, output: np.ndarray, model) -> np.ndarray:
         _class_in_range(self.class_id, output.shape[0])
@@ -113,6 +116,10 @@ class Detection(Target):
     terms: tuple[str, ...] = ("class",)
     label: str = ""
     kinds = ("detector",)
+
+    @property
+    def needs_output(self) -> bool:   # only to find its anchor
+        return self.anchor is None
 
     def weights(self, output: np.ndarray, model) -> np.ndarray:
         head = model.head
