@@ -16,13 +16,17 @@ MAX_PIXELS = 64_000_000
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a model wants its input: resize of the short side, centre crop, scale, mean/std, colour order."""
+    """How a model wants its input: resize of the short side, centre crop, scale, mean/std, colour order; or
+    `letterbox` S (YOLO's): the long side resized to S, the short side padded to S with `pad` on both sides
+    (resize and crop are then not used)."""
     resize: int | None = 256
     crop: int | None = 224
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     color: str = "RGB"
     scale: float = 1 / 255
+    letterbox: int | None = None
+    pad: int = 114
 
     @classmethod
     def from_dict(cls, spec: dict | None) -> "Preprocessing":
@@ -68,9 +72,17 @@ def read(path: str | Path) -> np.ndarray:
 
 
 def geometry(shape: tuple[int, int], spec: Preprocessing) -> tuple[int, int, int, int, int, int]:
-    """What `fit` does to an (H, W) image: the resized (h, w), then the crop's top, left, height, width
-    (torchvision's rounding: int() on the long side, round() on the crop offsets)."""
+    """What `fit` does to an (H, W) image: the resized (h, w), then the window it keeps: top, left, height, width
+    in the resized image's pixels (torchvision's rounding: int() on the long side, round() on the crop offsets).
+    A letterbox's window is larger than the resized image: negative top/left are its padding (Ultralytics'
+    rounding: round(size * S / long side), padding round(d - 0.1) before and the rest after)."""
     h, w = shape
+    if spec.letterbox:
+        side = spec.letterbox
+        ratio = min(side / h, side / w)
+        nh, nw = int(round(h * ratio)), int(round(w * ratio))
+        top, left = int(round((side - nh) / 2 - 0.1)), int(round((side - nw) / 2 - 0.1))
+        return nh, nw, -top, -left, side, side
     nh, nw = h, w
     if spec.resize:
         nh, nw = (spec.resize, int(spec.resize * w / h)) if h <= w else (int(spec.resize * h / w), spec.resize)
@@ -80,8 +92,15 @@ def geometry(shape: tuple[int, int], spec: Preprocessing) -> tuple[int, int, int
     return nh, nw, top, left, min(spec.crop, nh), min(spec.crop, nw)
 
 
+def _overlap(top: int, size: int, extent: int) -> tuple[slice, slice]:
+    """The rows a window [top, top + size) of an image of `extent` rows shares with it: (in the image, in the
+    window)."""
+    start, stop = max(top, 0), min(top + size, extent)
+    return slice(start, stop), slice(start - top, stop - top)
+
+
 def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    """Resize the short side and centre-crop with torchvision's rounding (uint8 RGB).
+    """Resize the short side and centre-crop with torchvision's rounding, or letterbox like Ultralytics (uint8 RGB).
 
     Shrinking uses area averaging, the closest OpenCV match to the antialiased resize that
     torchvision's PIL path applies; enlarging is bilinear.
@@ -90,18 +109,24 @@ def fit(rgb: np.ndarray, spec: Preprocessing) -> np.ndarray:
     nh, nw, top, left, ch, cw = geometry((h, w), spec)
     image = rgb
     if (nh, nw) != (h, w):
-        shrink = nh * nw < h * w
+        shrink = nh * nw < h * w and not spec.letterbox   # Ultralytics' letterbox is bilinear both ways
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+    if top >= 0 and left >= 0:
+        return np.ascontiguousarray(image[top:top + ch, left:left + cw])
+    window = np.full((ch, cw, *image.shape[2:]), spec.pad, image.dtype)
+    (rows, wrows), (cols, wcols) = _overlap(top, ch, nh), _overlap(left, cw, nw)
+    window[wrows, wcols] = image[rows, cols]
+    return window
 
 
 def unfit(cam: np.ndarray, shape: tuple[int, int], spec: Preprocessing) -> np.ndarray:
     """A map of the fitted image back on the original (H, W) image: `fit`'s crop undone (zeros where the
-    crop cut the image away), then its resize."""
+    crop cut the image away; a letterbox's padding dropped), then its resize."""
     h, w = shape
     nh, nw, top, left, ch, cw = geometry(shape, spec)
     canvas = np.zeros((nh, nw), np.float32)
-    canvas[top:top + ch, left:left + cw] = cam[:ch, :cw]
+    (rows, wrows), (cols, wcols) = _overlap(top, ch, nh), _overlap(left, cw, nw)
+    canvas[rows, cols] = cam[wrows, wcols]
     if (nh, nw) == (h, w):
         return canvas
     return np.clip(cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
@@ -109,7 +134,7 @@ def unfit(cam: np.ndarray, shape: tuple[int, int], spec: Preprocessing) -> np.nd
 
 def unfit_box(box, shape: tuple[int, int], spec: Preprocessing) -> tuple[float, float, float, float]:
     """A box (x0, y0, x1, y1) in the fitted image's pixels on the original (H, W) image: `fit`'s crop offset
-    added back, then its resize undone, clipped to the image."""
+    (or letterbox padding) undone, then its resize, clipped to the image."""
     h, w = shape
     nh, nw, top, left, _, _ = geometry(shape, spec)
     x0, y0, x1, y1 = (float(v) for v in box)

@@ -416,20 +416,24 @@ class LayerDescription(_message.Message):
     def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., op: _Optional[str] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
-    __slots__ = ("resize", "crop", "mean", "std", "color", "scale")
+    __slots__ = ("resize", "crop", "mean", "std", "color", "scale", "letterbox", "pad")
     RESIZE_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
     MEAN_FIELD_NUMBER: _ClassVar[int]
     STD_FIELD_NUMBER: _ClassVar[int]
     COLOR_FIELD_NUMBER: _ClassVar[int]
     SCALE_FIELD_NUMBER: _ClassVar[int]
+    LETTERBOX_FIELD_NUMBER: _ClassVar[int]
+    PAD_FIELD_NUMBER: _ClassVar[int]
     resize: int
     crop: int
     mean: _containers.RepeatedScalarFieldContainer[float]
     std: _containers.RepeatedScalarFieldContainer[float]
     color: str
     scale: float
-    def __init__(self, resize: _Optional[int] = ..., crop: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., color: _Optional[str] = ..., scale: _Optional[float] = ...) -> None: ...
+    letterbox: int
+    pad: int
+    def __init__(self, resize: _Optional[int] = ..., crop: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., color: _Optional[str] = ..., scale: _Optional[float] = ..., letterbox: _Optional[int] = ..., pad: _Optional[int] = ...) -> None: ...
 
 class ModelDescription(_message.Message):
     __slots__ = ("name", "version", "input_name", "input_shape", "layout", "num_classes", "labels", "default_layer", "layers", "preprocessing", "kind", "head", "output_shape")

@@ -205,7 +205,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             layers=[pb.LayerDescription(name=layer.name, shape=[str(d) for d in layer.shape], op=layer.op)
                     for layer in info.layers],
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
-                                           std=spec.std, color=spec.color, scale=spec.scale),
+                                           std=spec.std, color=spec.color, scale=spec.scale,
+                                           letterbox=spec.letterbox or 0, pad=spec.pad),
             kind=explainer.kind, head=info.head or "", output_shape=[str(d) for d in info.output_shape])
 
     @observed("ListMethods")

@@ -271,3 +271,39 @@ def test_score_cam_variants_that_weigh_probabilities_refuse_other_kinds():
     _, explainer = tiny_segmenter()
     with pytest.raises(BadRequest, match="variant pytorch-grad-cam"):
         explainer.explain(_image(), "scorecam", targets=[Region(2)], variant="official")
+
+
+def test_detection_metrics_equal_their_formulas():
+    """Pointing game, energy in the box, and deletion / insertion of the detection's own score (its anchor's class
+    score on each path image, scored by the torch model), for each of three detections."""
+    from camserve.service.detection_metrics import evaluate_detections
+    from camserve.service.metrics.causal import blur
+    model, explainer = tiny_yolo()
+    x = photos(64)[:1]
+    found = explainer.detect(x, score=0.0, iou=0.3)[0][:3]
+    scores = evaluate_detections(explainer, x, "gradcam", found, step=256)
+    maps = explainer.explain(x, "gradcam", targets=[found])[0]
+    for d, s, cam in zip(found, scores, maps):
+        assert s.detection == d
+        box = (int(np.floor(max(d.box[0], 0))), int(np.floor(max(d.box[1], 0))),
+               int(np.ceil(min(d.box[2], 64))), int(np.ceil(min(d.box[3], 64))))
+        inside = np.zeros((64, 64), bool)
+        inside[box[1]:box[3], box[0]:box[2]] = True
+        norm = (cam - cam.min()) / (cam.max() - cam.min())
+        assert s.energy_in_box == pytest.approx(100 * norm[inside].sum() / norm.sum(), abs=1e-3)
+        py, px = np.unravel_index(cam.argmax(), cam.shape)
+        ys, xs = np.nonzero(inside)
+        assert s.pointing_game == 100.0 * bool((((ys - py) ** 2 + (xs - px) ** 2) <= 15 ** 2).any())
+        assert s.box_share == pytest.approx(100 * inside.mean())
+        order = np.flip(np.argsort(cam.reshape(-1), kind="stable"))   # RISE's order: most salient first
+        for kind, start, finish, auc in (("deletion", x[0], np.zeros_like(x[0]), s.deletion_auc),
+                                         ("insertion", blur(x)[0], x[0], s.insertion_auc)):
+            curve = []
+            for k in range(0, 64 * 64 + 1, 256):
+                moved = np.zeros(64 * 64, bool)
+                moved[order[:k]] = True
+                image = np.where(moved.reshape(64, 64)[None], finish, start)[None].astype(np.float32)
+                with torch.no_grad():
+                    curve.append(float(model(torch.from_numpy(image))[0, 4 + d.class_id, d.anchor]))
+            np.testing.assert_allclose(getattr(s, f"{kind}_curve"), curve, atol=1e-4)
+            assert auc == pytest.approx(np.trapezoid(curve, dx=1 / (len(curve) - 1)), abs=1e-5)

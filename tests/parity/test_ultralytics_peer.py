@@ -123,3 +123,21 @@ def test_ten_detections_in_one_run_equal_one_call_each():
     for k in (0, 4, 9):
         alone = explainer_.explain(x, "gradcam", targets=[found[k]])
         np.testing.assert_allclose(together.maps[0, k], alone[0], atol=1e-5)
+
+
+def test_letterbox_preprocessing_equals_ultralytics():
+    from camserve.service import images
+    rgb = np.load(peer() / "chelsea.npy")
+    spec = images.Preprocessing(letterbox=SIZE, mean=(0, 0, 0), std=(1, 1, 1))
+    ours = images.fit(rgb, spec)
+    theirs = np.load(peer() / "chelsea-letterboxed.npy")
+    assert ours.shape == theirs.shape == (SIZE, SIZE, 3)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
+    # a map and a box on the fitted image come back on the photo: the padding dropped, the resize undone
+    h, w = rgb.shape[:2]
+    nh, nw, top, left, _, _ = images.geometry((h, w), spec)
+    assert (nh, nw) == (213, 320) and (top, left) == (-53, 0)   # 53 rows of padding above, 54 below
+    cam = np.zeros((SIZE, SIZE), np.float32)
+    cam[53:53 + 213] = 1.0
+    assert images.unfit(cam, (h, w), spec).min() == pytest.approx(1.0)
+    np.testing.assert_allclose(images.unfit_box((0, 53, 320, 266), (h, w), spec), (0, 0, w, h), atol=1e-6)

@@ -44,7 +44,20 @@ def box_target(raw: np.ndarray, box, class_id: int):
     return anchor, (lambda out: out[4 + class_id, anchor])
 
 
+def letterboxed(out: Path, size: int) -> None:
+    """Ultralytics' own LetterBox (as its predictor applies it) on a non-square photo, for the preprocessing test."""
+    import cv2
+    import skimage
+    from ultralytics.data.augment import LetterBox
+
+    rgb = skimage.data.chelsea()   # 300 x 451
+    np.save(out / "chelsea.npy", rgb)
+    bgr = LetterBox(new_shape=(size, size), auto=False)(image=cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    np.save(out / "chelsea-letterboxed.npy", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
 def main(out: Path, size: int, image: Path, yamls: list[str]) -> None:
+    letterboxed(out, size)
     x = torch.from_numpy(np.load(image))
     for yaml in yamls:
         name = Path(yaml).stem
