@@ -224,10 +224,13 @@ class Explainer:
     def _scale_layers(self, output: np.ndarray,
                       chosen: list[list[targets_.Target]]) -> tuple[list[str] | None, list[str] | None]:
         """A detector's layers when the caller names none: each detection's map at the branch layer of the head
-        scale that predicted it (ODAM's choice); the model's default layer where the anchor is unknown."""
+        scale that predicted it (ODAM's choice); the model's default layer where the anchor is unknown; after an
+        in-graph NMS, every scale's branch layer, fused."""
         scales = self.info.scales
-        if not scales or self.info.head == "nms":
+        if not scales:
             return None, None
+        if self.info.head == "nms":   # NMS hides which anchor (so which scale) a detection came from: every
+            return [layer for _, _, layer in scales], None   # scale's branch, fused (the others' maps are 0)
         ends = np.cumsum([a for _, a, _ in scales])
         picks = []
         for out, row in zip(output, chosen):

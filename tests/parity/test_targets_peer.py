@@ -13,7 +13,7 @@ from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from camserve import Explainer
 from camserve.service.errors import BadRequest
-from camserve.targets import Box, Region, Similarity
+from camserve.targets import Box, Detection, Region, Similarity
 from zoo import CACHE, TinyYolo, layer_for_module, photos
 
 TOL = 1e-3
@@ -307,3 +307,53 @@ def test_detection_metrics_equal_their_formulas():
                     curve.append(float(model(torch.from_numpy(image))[0, 4 + d.class_id, d.anchor]))
             np.testing.assert_allclose(getattr(s, f"{kind}_curve"), curve, atol=1e-4)
             assert auc == pytest.approx(np.trapezoid(curve, dx=1 / (len(curve) - 1)), abs=1e-5)
+
+
+# -- a graph with NonMaxSuppression inside: (1, D, 6) detections ----------------------------------------------------
+class NmsYolo(torch.nn.Module):
+    """TinyYolo's raw head, decoded and suppressed in the graph (torchvision's nms -> ONNX NonMaxSuppression):
+    rows x0, y0, x1, y1, score, class."""
+
+    def __init__(self):
+        super().__init__()
+        self.yolo = TinyYolo()
+
+    def forward(self, x):
+        raw = self.yolo(x)[0]
+        boxes = torch.stack([raw[0] - raw[2] / 2, raw[1] - raw[3] / 2, raw[0] + raw[2] / 2, raw[1] + raw[3] / 2], 1)
+        score, label = raw[4:].t().max(1)
+        keep = torchvision.ops.nms(boxes, score, 0.5)
+        return torch.cat([boxes[keep], score[keep, None], label[keep, None].float()], 1)[None]
+
+
+def test_gradients_through_an_in_graph_nms_equal_finite_differences_and_the_raw_head():
+    model = NmsYolo().eval()
+    x = _image()
+    path = FOLDER / "nms_yolo.onnx"
+    if not path.exists():
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(model, torch.from_numpy(x), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["output"], dynamic_axes={"output": {1: "D"}})
+    explainer = Explainer(str(path))
+    assert (explainer.kind, explainer.info.head) == ("detector", "nms")
+    found = explainer.detect(x, score=0.0)[0]
+    with torch.no_grad():
+        rows = model(torch.from_numpy(x))[0].numpy()
+    assert len(found) == len(rows) and found[0].score == pytest.approx(rows[:, 4].max(), abs=1e-6)
+    # d(score of detection 0)/d(input) through Gather-after-NonMaxSuppression, against central differences
+    weights = explainer._weights(explainer.predict(x), [[found[0]]])[:, 0]
+    grad = explainer._context.gradients([explainer.model.default_layer], x, weights, input_gradient=True)
+    direction = np.random.default_rng(1).standard_normal(x.shape)
+    eps = 1e-2
+    with torch.no_grad():
+        score = lambda z: float(model(torch.from_numpy(z.astype(np.float32)))[0, 0, 4].double())  # noqa: E731
+        fd = (score(x + eps * direction) - score(x - eps * direction)) / (2 * eps)
+    assert (grad["grad::input"] * direction).sum() == pytest.approx(fd, rel=2e-2)
+    # its map (every scale fused: the others' gradients are 0) equals the raw head's at that detection's anchor
+    _, raw_explainer = tiny_yolo()
+    anchor = next(d.anchor for d in raw_explainer.detect(x, score=0.0, iou=1.0)[0]
+                  if np.allclose(d.box, found[0].box, atol=1e-4) and d.class_id == found[0].class_id)
+    ours = explainer.explain(x, "gradcam", targets=[found[0]])
+    raw = raw_explainer.explain(x, "gradcam", targets=[Detection(found[0].box, found[0].class_id, anchor=anchor)])
+    assert ours.max() > 0.5
+    np.testing.assert_allclose(ours, raw, atol=1e-4)
