@@ -137,10 +137,7 @@ class Explainer:
         x = self.check_input(x)
         if self.kind == "classifier" and not targets_.has_objects(targets):
             return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
-        spec = lookup(method)
-        if self.kind not in spec.kinds:
-            raise BadRequest(f"{method!r} scores classes only; on a {self.kind} use one of: "
-                             f"{', '.join(m for m in _methods_for(self.kind))}", "method")
+        spec = self._method_for_kind(method)
         picks_layers = layers is None and self.kind == "detector" and spec.run.target_layers
         chosen = None   # a method that needs no target, where none is given nor needed to pick its layer
         if targets is not None or spec.run.targeted or picks_layers:
@@ -210,6 +207,15 @@ class Explainer:
             return [targets_.Region(int(np.bincount(o.argmax(0).ravel()).argmax())) for o in out]
         raise BadRequest("an embedding needs a Similarity(vector) target", "targets")
 
+    def _method_for_kind(self, method: str) -> Method:
+        """The method's spec, or BadRequest where it does not explain this model's kind."""
+        spec = lookup(method)
+        if self.kind not in spec.kinds:
+            what = "scores classes only" if spec.kinds == ("classifier",) else f"explains {', '.join(spec.kinds)}s"
+            raise BadRequest(f"{method!r} {what}; on a {self.kind} use one of: "
+                             f"{', '.join(m for m in _methods_for(self.kind))}", "method")
+        return spec
+
     def _output_like(self, x: np.ndarray) -> np.ndarray:
         """Zeros shaped like the output of x, from the graph's shapes (a forward where they are symbolic)."""
         shape = self.info.output_shape[1:]
@@ -247,7 +253,7 @@ class Explainer:
                      fusion: str | None = None, _picks: list[str] | None = None, **options) -> Explanation:
         """explain_full for an input and class rows already checked (by check_input and class_rows), or target
         weights (N, [T,] *output). _picks: per map, the one layer it is taken at (no fusion)."""
-        spec = lookup(method)
+        spec = self._method_for_kind(method)
         options = spec.bind(options)
         fusion = fusion or spec.fusion
         if fusion not in postprocess.FUSIONS:

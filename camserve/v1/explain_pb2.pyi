@@ -470,7 +470,7 @@ class ListMethodsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class MethodDescription(_message.Message):
-    __slots__ = ("name", "summary", "options", "cost_class", "cost", "needs_gradients")
+    __slots__ = ("name", "summary", "options", "cost_class", "cost", "needs_gradients", "kinds")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -484,13 +484,15 @@ class MethodDescription(_message.Message):
     COST_CLASS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     NEEDS_GRADIENTS_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     summary: str
     options: _containers.MessageMap[str, OptionValue]
     cost_class: CostClass
     cost: str
     needs_gradients: bool
-    def __init__(self, name: _Optional[str] = ..., summary: _Optional[str] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., cost_class: _Optional[_Union[CostClass, str]] = ..., cost: _Optional[str] = ..., needs_gradients: _Optional[bool] = ...) -> None: ...
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., summary: _Optional[str] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., cost_class: _Optional[_Union[CostClass, str]] = ..., cost: _Optional[str] = ..., needs_gradients: _Optional[bool] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMethodsResponse(_message.Message):
     __slots__ = ("methods",)

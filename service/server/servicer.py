@@ -214,7 +214,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         return pb.ListMethodsResponse(methods=[
             pb.MethodDescription(name=name, summary=spec.doc, cost=spec.cost or "",
                                  cost_class=COST_CLASSES[spec.cost_class], needs_gradients=spec.gradients,
-                                 options={k: option_value(v) for k, v in spec.options.items()})
+                                 options={k: option_value(v) for k, v in spec.options.items()}, kinds=list(spec.kinds))
             for name, spec in sorted(METHODS.items())])
 
 

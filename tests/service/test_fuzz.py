@@ -303,11 +303,12 @@ def bad_fields(draw):
         positions = draw(st.lists(st.integers(0, CLASSES - 1), min_size=1, max_size=5))
         fields = {"weights": (CLASSES, CLASSES, positions, draw(st.sampled_from(["nan", "inf", "-inf"])))}
     elif kind == "option_unknown":
-        method = draw(st.sampled_from(sorted(METHODS)))
+        method = draw(st.sampled_from(sorted(m for m in METHODS if "classifier" in METHODS[m].kinds)))
         name = draw(st.text(min_size=1, max_size=20).filter(lambda n: n not in METHODS[method].options))
         fields = {"method": method, "options": {name: 1.0}}
     elif kind == "option_empty":
-        method = draw(st.sampled_from(sorted(m for m in METHODS if METHODS[m].options)))
+        method = draw(st.sampled_from(sorted(m for m in METHODS if METHODS[m].options
+                                             and "classifier" in METHODS[m].kinds)))
         fields = {"method": method, "options": {draw(st.sampled_from(sorted(METHODS[method].options))): None}}
     elif kind == "fusion":
         fields = {"fusion": draw(UNKNOWN_FUSIONS)}
@@ -488,7 +489,7 @@ def test_options_of_the_wrong_type(server, stub):
     cost = {m.name: m.cost_class for m in described}
     typed = sorted(((cost[m.name], m.name, name, value.WhichOneof("value")) for m in described
                     for name, value in m.options.items()
-                    if value.WhichOneof("value") in ("number", "integer", "flag")))
+                    if value.WhichOneof("value") in ("number", "integer", "flag") and "classifier" in m.kinds))
     assert typed, "ListMethods gives no numeric or flag options"
     fractions = st.floats(allow_nan=False, allow_infinity=False).filter(lambda f: not f.is_integer())
     wrong = {"number": st.builds(lambda t: pb.OptionValue(text=t), st.text(max_size=10)),

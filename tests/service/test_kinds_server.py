@@ -157,6 +157,7 @@ BOX = pb.Target(box=pb.BoxTarget(x0=200, y0=200, x1=260, y1=260))
     ("yolo", dict(targets=pb.Targets(detections=10_000)), "targets.detections"),
     ("yolo", dict(targets=pb.Targets(detections=3), detect=pb.DetectOptions(score=0.99)), "targets.detections"),
     ("yolo", dict(method="cam"), "method"),
+    ("mobilenet_v2", dict(method="drise"), "method"),
     ("mobilenet_v2", dict(targets=pb.Targets(objects=pb.TargetLists(images=[pb.TargetList(targets=[pb.Target(
         region=pb.RegionTarget(class_id=1))])]))), "targets"),
     ("seg", dict(targets=pb.Targets(objects=pb.TargetLists(images=[pb.TargetList(targets=[pb.Target(
