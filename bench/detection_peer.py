@@ -5,36 +5,17 @@ same model and targets. Writes a JSON file for the parent.
     python detection_peer.py OUT.onnx OUT.json IMAGE.npy DETECTIONS THREADS
 """
 import json
-import statistics
 import sys
-import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from common import median_ms
 from pytorch_grad_cam import EigenCAM, GradCAM
 from ultralytics import YOLO
 
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-class Raw(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-        head = model.model[-1]
-        head.export, head.format, head.dynamic = True, "onnx", False
-
-    def forward(self, x):
-        y = self.model(x)
-        return y[0] if isinstance(y, (list, tuple)) else y
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "parity"))
+from ultralytics_peer import Raw
 
 
 def main(onnx_path: str, json_path: str, image: str, detections: int, threads: int) -> None:
