@@ -126,7 +126,7 @@ def cmd_explain(args) -> None:
     shown = images.fit(images.read(args.image), model.preprocessing)
     x = images.normalise(shown, model.preprocessing)
     result = explainer.explain_full(x, args.method, _local_targets(args, explainer, x), args.layer, args.fusion,
-                                    **options)
+                                    in_box=args.in_box, **options)
     maps = result.maps.reshape(-1, *result.maps.shape[-2:])
     objects = result.target_objects if result.target_objects is not None else [None]
     objects = objects[0] if objects and isinstance(objects[0], list) else objects
@@ -276,7 +276,8 @@ def explain_remote(args) -> None:
             client.wait_ready(args.wait)
             reply = client.explain([args.image], args.method, Path(str(args.model)).name, _remote_targets(args),
                                    args.layer, overlay=bool(args.out), fusion=args.fusion,
-                                   original_size=args.original_size, detect={"score": args.score}, **options)
+                                   original_size=args.original_size,
+                                   detect={"score": args.score, "in_box": args.in_box}, **options)
         except grpc.RpcError as error:
             raise BadRequest(f"{error.code().name}: {error.details()}", "server") from error
         except TimeoutError as error:
@@ -331,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detections", type=int, default=0, metavar="K",
                    help="detectors: explain the K best detections (one map each, one overlay with every box)")
     p.add_argument("--score", type=float, default=0.25, help="detectors: the detections' least score")
+    p.add_argument("--in-box", action="store_true",
+                   help="detectors: each map min-maxed inside its detection's box, 0 outside")
     p.add_argument("--layer", action="append", default=None, help="target layer; repeat for several")
     p.add_argument("--fusion", choices=["mean", "max", "adaptive"], default=None)
     p.add_argument("--option", action="append", default=[], help="method option KEY=VALUE; repeatable")

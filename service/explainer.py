@@ -14,7 +14,7 @@ from . import targets as targets_
 from .errors import BadRequest
 from .methods import DEFAULT, METHODS, Method, lookup
 from .model import Model
-from .numeric import count, one_blas_thread
+from .numeric import count, minmax, one_blas_thread
 from .runs import Context, Result
 from .runtime import Runtime
 
@@ -126,8 +126,11 @@ class Explainer:
         return (result.maps, result.layer_maps) if return_layers else result.maps
 
     def explain_full(self, x: np.ndarray, method: str = DEFAULT, targets=None, layers: list[str] | None = None,
-                     fusion: str | None = None, **options) -> Explanation:
+                     fusion: str | None = None, in_box: bool = False, **options) -> Explanation:
         """explain, with the targets, logits, layers and options it ran with.
+
+        in_box (detectors): each map zeroed outside its detection's box and min-maxed inside it, then over the
+        image (pytorch-grad-cam's renormalize_cam_in_bounding_boxes, the Eigen-CAM-for-YOLO recipe).
 
         targets, for a classifier: class ids, one per image or one for all, or (N, classes) class-weight rows (an
         all-zero row: that image's top-1). For any model: camserve.targets, one per image (or one for all), or a
@@ -135,6 +138,9 @@ class Explainer:
         detector's top detection, a segmenter's most predicted class; an embedding needs a Similarity.
         """
         x = self.check_input(x)
+        if in_box and self.kind != "detector":
+            raise BadRequest(f"in_box renormalises a detection's map inside its box; this model is a {self.kind}",
+                             "in_box")
         if self.kind == "classifier" and not targets_.has_objects(targets):
             return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
         spec = self._method_for_kind(method)
@@ -167,11 +173,28 @@ class Explainer:
                                        _picks=None if picks is None else picks[k::t], **options) for k in range(t)]
             result = parts[0]
             result.maps = np.stack([p.maps for p in parts], axis=1).reshape(-1, *parts[0].maps.shape[1:])
+        if in_box:
+            result.maps = self._in_boxes(result.maps, output, chosen)
         result.maps = result.maps.reshape(len(x), t, *result.maps.shape[1:]) if t > 1 else result.maps
         result.targets = np.array([getattr(c, "class_id", -1) for row in chosen for c in row]).reshape(
             (len(x), t) if t > 1 else (len(x),))
         result.target_objects = chosen if t > 1 else [row[0] for row in chosen]
         return result
+
+    def _in_boxes(self, maps: np.ndarray, output: np.ndarray, chosen: list[list]) -> np.ndarray:
+        """(N*T, H, W) maps, each min-maxed inside its detection's box (in whole pixels) and 0 outside, then
+        min-maxed again."""
+        if chosen[0][0] is None:
+            raise BadRequest("in_box needs a detection to renormalise in; give a target", "in_box")
+        height, width = maps.shape[-2:]
+        boxed = np.zeros_like(maps)
+        found = [self.detection_for(out, t) for out, row in zip(output, chosen) for t in row]
+        for cam, into, d in zip(maps, boxed, found):
+            x0, y0 = (max(int(v), 0) for v in d.box[:2])
+            x1, y1 = min(int(d.box[2]), width), min(int(d.box[3]), height)
+            if x1 > x0 and y1 > y0:
+                into[y0:y1, x0:x1] = minmax(cam[y0:y1, x0:x1])
+        return minmax(boxed)
 
     def _targets(self, x: np.ndarray, given) -> list[list[targets_.Target]]:
         """Per image the list of its targets (T each), the kind's default where none are given."""

@@ -138,14 +138,16 @@ class SimilarityTarget(_message.Message):
     def __init__(self, vector: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class DetectOptions(_message.Message):
-    __slots__ = ("score", "iou", "max_detections")
+    __slots__ = ("score", "iou", "max_detections", "in_box")
     SCORE_FIELD_NUMBER: _ClassVar[int]
     IOU_FIELD_NUMBER: _ClassVar[int]
     MAX_DETECTIONS_FIELD_NUMBER: _ClassVar[int]
+    IN_BOX_FIELD_NUMBER: _ClassVar[int]
     score: float
     iou: float
     max_detections: int
-    def __init__(self, score: _Optional[float] = ..., iou: _Optional[float] = ..., max_detections: _Optional[int] = ...) -> None: ...
+    in_box: bool
+    def __init__(self, score: _Optional[float] = ..., iou: _Optional[float] = ..., max_detections: _Optional[int] = ..., in_box: _Optional[bool] = ...) -> None: ...
 
 class ClassIds(_message.Message):
     __slots__ = ("ids",)

@@ -310,6 +310,7 @@ class _Objects:
     given: list[list] | None
     top: int
     detect: tuple[float, float, int]
+    in_box: bool = False
 
 
 def _objects(request: pb.ExplainRequest, n: int, limits: Limits) -> _Objects:
@@ -321,9 +322,9 @@ def _objects(request: pb.ExplainRequest, n: int, limits: Limits) -> _Objects:
             raise BadRequest(f"{n} images x {targets.detections} detections make {n * targets.detections} maps; "
                              f"give 1 to {limits.images_per_request // max(n, 1)} (the limit is "
                              f"{limits.images_per_request} maps per request)", "targets.detections")
-        return _Objects(None, targets.detections, detect)
+        return _Objects(None, targets.detections, detect, d.in_box)
     if kind is None:
-        return _Objects(None, 0, detect)
+        return _Objects(None, 0, detect, d.in_box)
     if kind != "objects":
         raise BadRequest(f"targets.{kind} name classes; this model's targets are region, box, detection or "
                          "similarity targets (targets.objects) or targets.detections", f"targets.{kind}")
@@ -338,7 +339,7 @@ def _objects(request: pb.ExplainRequest, n: int, limits: Limits) -> _Objects:
     if n * len(given[0]) > limits.images_per_request:
         raise BadRequest(f"{n} images x {len(given[0])} targets make {n * len(given[0])} maps; the limit is "
                          f"{limits.images_per_request} per request", "targets.objects")
-    return _Objects(given, 0, detect)
+    return _Objects(given, 0, detect, d.in_box)
 
 
 def _explain_objects(explainer, x: np.ndarray, plan: _Objects, method: str, layers, fusion, options):
@@ -357,7 +358,7 @@ def _explain_objects(explainer, x: np.ndarray, plan: _Objects, method: str, laye
         else:
             chosen = [[_detection(found[i], t, i) if isinstance(t, int) else t for t in row]
                       for i, row in enumerate(chosen)]
-    result = explainer.explain_full(x, method, chosen, layers, fusion, **options)
+    result = explainer.explain_full(x, method, chosen, layers, fusion, in_box=plan.in_box, **options)
     objects = result.target_objects
     rows = objects if objects and isinstance(objects[0], list) else [[o] for o in objects]
     explained = [[None] * len(row) for row in rows]

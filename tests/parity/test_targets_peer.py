@@ -357,3 +357,25 @@ def test_gradients_through_an_in_graph_nms_equal_finite_differences_and_the_raw_
     raw = raw_explainer.explain(x, "gradcam", targets=[Detection(found[0].box, found[0].class_id, anchor=anchor)])
     assert ours.max() > 0.5
     np.testing.assert_allclose(ours, raw, atol=1e-4)
+
+
+def test_maps_renormalised_in_their_boxes_follow_the_recipe():
+    """pytorch-grad-cam's renormalize_cam_in_bounding_boxes (its YOLO Eigen-CAM tutorial), one box per map: the
+    map min-maxed inside the integer box, 0 outside, then min-maxed again."""
+    _, explainer = tiny_yolo()
+    x = photos(64)[:1]
+    found = explainer.detect(x, score=0.0, iou=0.3)[0][:2]
+    plain = explainer.explain(x, "eigencam", targets=[found])[0]
+    boxed = explainer.explain(x, "eigencam", targets=[found], in_box=True)[0]
+
+    def scale(img):
+        img = img - img.min()
+        return img / (1e-7 + img.max())
+    for cam, ours, d in zip(plain, boxed, found):
+        x0, y0, x1, y1 = (int(v) for v in d.box)
+        expected = np.zeros_like(cam)
+        expected[max(y0, 0):y1, max(x0, 0):x1] = scale(cam[max(y0, 0):y1, max(x0, 0):x1])
+        np.testing.assert_allclose(ours, scale(expected), atol=1e-6)
+        assert ours.max() == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(BadRequest, match="in_box"):
+        tiny_segmenter()[1].explain(x, "gradcam", in_box=True)

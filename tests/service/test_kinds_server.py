@@ -207,3 +207,15 @@ def test_the_cli_explains_detections_and_box_targets_here_and_on_the_server(stub
     bad = subprocess.run([sys.executable, "-m", "camserve", "explain", "--model", str(repository / "yolo"),
                           "--image", str(PHOTO), "--target", "box:1,2,3"], capture_output=True, text=True, cwd=ROOT)
     assert bad.returncode != 0 and "box:X0,Y0,X1,Y1" in bad.stderr
+
+
+def test_maps_renormalised_in_their_boxes_over_grpc(stub, repository):
+    explainer, x, _ = local(repository, "yolo")
+    found = explainer.detect(x, score=0.05)[0][:2]
+    expected = explainer.explain(x, "eigencam", targets=[found], in_box=True)[0]
+    reply = stub.Explain(photo_request("yolo", method="eigencam", targets=pb.Targets(detections=2),
+                                       detect=pb.DetectOptions(score=0.05, in_box=True)))
+    np.testing.assert_allclose([served(i) for i in reply.images[0].explanations], expected, atol=1e-6)
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Explain(photo_request("seg", detect=pb.DetectOptions(in_box=True)))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violation(caught.value) == "in_box"
