@@ -32,6 +32,7 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def cmd_inspect(args) -> None:
+    from ..graph_tools.model_info import PROBE_SIZE
     from .model import Model
     info = Model(args.model).info    # with config.json's declarations (kind, output, head)
     print(f"input   {info.input_name} {list(info.input_shape)} {info.layout}")
@@ -39,8 +40,9 @@ def cmd_inspect(args) -> None:
     print(f"kind    {info.kind}" + (f" (head {info.head})" if info.head else ""))
     name = "logits " if info.kind == "classifier" else "output "
     print(f"{name} {info.logits} {list(info.output_shape)} classes={info.num_classes}{note}")
+    probe = "" if all(isinstance(d, int) for d in info.spatial) else f" at {PROBE_SIZE}x{PROBE_SIZE}"
     for stride, anchors, layer in info.scales:
-        print(f"scale   stride {stride}: {anchors} anchors, branch layer {layer}")
+        print(f"scale   stride {stride}: {anchors} anchors{probe}, branch layer {layer}")
     print(f"default layer  {info.default_layer}")
     print(f"{len(info.layers)} candidate layers:")
     width = max(len(layer.name) for layer in info.layers)
@@ -188,6 +190,11 @@ def cmd_evaluate(args) -> None:
     def top1(x: np.ndarray) -> int:
         return int(explainer.predict(x).argmax())
 
+    if explainer.kind == "detector":
+        _evaluate_detector(args, model, explainer, methods, options)
+        return
+    if explainer.kind != "classifier":
+        raise BadRequest(f"evaluate scores classifiers and detectors; {model.name} is a {explainer.kind}", "model")
     if args.dataset == "synthetic":
         from .data.synthetic import synthetic_scenes
         size = model.preprocessing.crop or explainer.info.spatial[0]
@@ -221,6 +228,40 @@ def cmd_evaluate(args) -> None:
                                                        "seconds_per_image")]
         print(f"{method:<{width}}  " + "  ".join("           —" if c is None else f"{c:12.4g}" for c in cells))
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'index.html'}")
+
+
+def _evaluate_detector(args, model, explainer, methods: list[str], options: dict) -> None:
+    """A detector's study: each ground-truth box of a folder's boxes.json matched to a detection and explained."""
+    from tqdm import tqdm
+
+    from . import detection_study
+    from .data.folder import folder_scenes
+    from .evaluation import Settings
+    from .study import Study
+    if args.dataset == "synthetic":
+        raise BadRequest(f"{model.name} is a detector: give --dataset a folder of images with a boxes.json "
+                         '({"photo.jpg": {"boxes": [[x0, y0, x1, y1], ...], "classes": [class id per box]}}); '
+                         "synthetic scenes are for classifiers", "dataset")
+    if args.sanity:
+        raise BadRequest("--sanity is for classifiers", "sanity")
+    for method in methods:
+        explainer.method_for_kind(method)   # fail before any work: a classifier-only method
+    scenes = folder_scenes(args.dataset, model.preprocessing, lambda fitted: -1, limit=args.n)   # -1: any class
+    settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed)
+    study = Study(methods, options, args.layer, settings, args.batch, args.gallery)
+    out = Path(args.out)
+    with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
+        results = detection_study.run(explainer, model, scenes, study, out, Path(args.dataset).name, bar.update,
+                                      args.score)
+    keys = ("matched", "pointing_game", "energy_in_box", "box_share", "deletion_auc", "insertion_auc",
+            "seconds_per_detection")
+    width = max(len(m) for m in methods)
+    print(f"{results['detections']} detections explained on {results['n']} images")
+    print(f"{'method':<{width}}  " + "  ".join(f"{k[:13]:>13}" for k in keys))
+    for method, entry in results["methods"].items():
+        cells = [entry["metrics"][k]["mean"] for k in keys]
+        print(f"{method:<{width}}  " + "  ".join("            —" if c is None else f"{c:13.4g}" for c in cells))
+    print(f"wrote {out / 'results.json'} and {out / 'index.html'}")
 
 
 def cmd_serve(args) -> None:
@@ -377,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perturbation-budget", type=int, default=32,
                    help="perturbation methods: at most this many images' worth of perturbed copies per run")
     p.add_argument("--forward-batch", type=int, default=32, help="images per forward of the metrics' perturbed copies")
+    p.add_argument("--score", type=float, default=0.25, help="a detector's: the least score of a detection matched "
+                   "to a ground-truth box")
     p.set_defaults(func=cmd_evaluate)
 
     # ServerConfig's defaults: the one place the server's are written

@@ -2,6 +2,7 @@
 (the target functional: the detection's anchor class score, held fixed while pixels move)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,14 +25,19 @@ class DetectionScores:
     insertion_auc: float         # ... while they come back (higher is better)
     deletion_curve: np.ndarray
     insertion_curve: np.ndarray
+    map: np.ndarray              # (H, W) in [0, 1]
+    box: tuple[int, int, int, int]   # what localisation was scored against (whole pixels of the input)
+    seconds: float               # the method's time per map (T maps come from one call)
 
 
 def evaluate_detections(explainer, x: np.ndarray, method: str = "gradcam", targets=None, step: int | None = None,
-                        deletion_baseline: str = "zeros", insertion_baseline: str = "blur",
+                        deletion_baseline: str = "zeros", insertion_baseline: str = "blur", boxes=None,
                         **options) -> list[DetectionScores]:
     """Per target detection of one image x (1, C, H, W) (default: its detections with score >= 0.25): the map of
     `method`, then the localisation and causal metrics of that map against that detection. step: pixels moved
-    per deletion/insertion step (default: 2% of the image)."""
+    per deletion/insertion step (default: 2% of the image). boxes: per target, the box (x0, y0, x1, y1, input
+    pixels) its localisation is scored against, e.g. the ground truth it was matched to; default (or None in
+    the list): the detection's own box."""
     if explainer.kind != "detector":
         raise BadRequest(f"detection metrics are for detectors; this model is a {explainer.kind}", "model")
     x = explainer.check_input(x)
@@ -42,7 +48,12 @@ def evaluate_detections(explainer, x: np.ndarray, method: str = "gradcam", targe
         if not targets:
             raise BadRequest("no detection with score >= 0.25 in the image; give targets", "targets")
     targets = list(targets)
+    boxes = [None] * len(targets) if boxes is None else list(boxes)
+    if len(boxes) != len(targets):
+        raise BadRequest(f"give one box per target: {len(boxes)} boxes for {len(targets)} targets", "boxes")
+    began = time.perf_counter()
     maps = explainer.explain(x, method, targets=[targets], **options).reshape(len(targets), *x.shape[-2:])
+    seconds = (time.perf_counter() - began) / len(targets)
     output = explainer.predict(x)
     weights = explainer._weights(output, [targets])[0]                      # (T, *output)
     height, width = x.shape[-2:]
@@ -52,7 +63,7 @@ def evaluate_detections(explainer, x: np.ndarray, method: str = "gradcam", targe
     results = []
     for t, target in enumerate(targets):
         found = explainer.detection_for(output[0], target)
-        x0, y0, x1, y1 = found.box
+        x0, y0, x1, y1 = found.box if boxes[t] is None else boxes[t]
         box = (int(np.floor(max(x0, 0))), int(np.floor(max(y0, 0))), int(np.ceil(min(x1, width))),
                int(np.ceil(min(y1, height))))
         share = 100.0 * max(box[2] - box[0], 0) * max(box[3] - box[1], 0) / (height * width)
@@ -67,7 +78,7 @@ def evaluate_detections(explainer, x: np.ndarray, method: str = "gradcam", targe
             found, float(localization.pointing_game(maps[t:t + 1], [[box]])[0]),
             float(localization.energy_pointing_game(maps[t:t + 1], [[box]])[0]), share,
             float(causal.auc(curves["deletion"])), float(causal.auc(curves["insertion"])),
-            curves["deletion"], curves["insertion"]))
+            curves["deletion"], curves["insertion"], maps[t], box, seconds))
     return results
 
 

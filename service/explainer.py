@@ -143,7 +143,7 @@ class Explainer:
                              "in_box")
         if self.kind == "classifier" and not targets_.has_objects(targets):
             return self.explain_rows(x, self.class_rows(targets, len(x)), method, layers, fusion, **options)
-        spec = self._method_for_kind(method)
+        spec = self.method_for_kind(method)
         picks_layers = layers is None and self.kind == "detector" and spec.run.target_layers
         chosen = None   # a method that needs no target, where none is given nor needed to pick its layer
         if targets is not None or spec.run.targeted or picks_layers:
@@ -161,7 +161,7 @@ class Explainer:
         else:
             weights = self._weights(output, chosen)
         if picks_layers and chosen[0][0] is not None:
-            layers, picks = self._scale_layers(output, chosen)
+            layers, picks = self._scale_layers(x, output, chosen)
         else:
             picks = None
         t = len(chosen[0])
@@ -230,7 +230,7 @@ class Explainer:
             return [targets_.Region(int(np.bincount(o.argmax(0).ravel()).argmax())) for o in out]
         raise BadRequest("an embedding needs a Similarity(vector) target", "targets")
 
-    def _method_for_kind(self, method: str) -> Method:
+    def method_for_kind(self, method: str) -> Method:
         """The method's spec, or BadRequest where it does not explain this model's kind."""
         spec = lookup(method)
         if self.kind not in spec.kinds:
@@ -240,17 +240,29 @@ class Explainer:
         return spec
 
     def _output_like(self, x: np.ndarray) -> np.ndarray:
-        """Zeros shaped like the output of x, from the graph's shapes (a forward where they are symbolic)."""
+        """Zeros shaped like the output of x, from the graph's shapes where the input's size is fixed, or from a
+        raw head's scales at x's size (a forward where neither says)."""
         shape = self.info.output_shape[1:]
-        if all(isinstance(d, int) for d in shape):
+        if all(isinstance(d, int) for d in (*shape, *self.info.spatial)):
             return np.zeros((len(x), *shape), np.float32)
+        if self.info.head in ("yolov8", "yolov5") and self.info.scales and isinstance(self.info.num_classes, int):
+            anchors = int(sum(self._anchors_per_scale(x)))
+            extent = self.info.num_classes + (4 if self.info.head == "yolov8" else 5)
+            return np.zeros((len(x), extent, anchors) if self.info.head == "yolov8" else (len(x), anchors, extent),
+                            np.float32)
         return self.predict(x)
+
+    def _anchors_per_scale(self, x: np.ndarray) -> list[int]:
+        """Each head scale's anchors for an input of x's size (inspect counted them at its probe size where the
+        model's input size is left open)."""
+        h, w = (x.shape[a] for a in self.info.spatial_axes)
+        return [-(-h // stride) * -(-w // stride) for stride, _, _ in self.info.scales]
 
     def _weights(self, output: np.ndarray, chosen: list[list[targets_.Target]]) -> np.ndarray:
         """W (N, T, *output): each target's weights at its image's output."""
         return np.stack([np.stack([t.weights(out, self.model) for t in row]) for out, row in zip(output, chosen)])
 
-    def _scale_layers(self, output: np.ndarray,
+    def _scale_layers(self, x: np.ndarray, output: np.ndarray,
                       chosen: list[list[targets_.Target]]) -> tuple[list[str] | None, list[str] | None]:
         """A detector's layers when the caller names none: each detection's map at the branch layer of the head
         scale that predicted it (ODAM's choice); the model's default layer where the anchor is unknown; after an
@@ -260,7 +272,7 @@ class Explainer:
             return None, None
         if self.info.head == "nms":   # NMS hides which anchor (so which scale) a detection came from: every
             return [layer for _, _, layer in scales], None   # scale's branch, fused (the others' maps are 0)
-        ends = np.cumsum([a for _, a, _ in scales])
+        ends = np.cumsum(self._anchors_per_scale(x))
         picks = []
         for out, row in zip(output, chosen):
             for t in row:
@@ -276,7 +288,7 @@ class Explainer:
                      fusion: str | None = None, _picks: list[str] | None = None, **options) -> Explanation:
         """explain_full for an input and class rows already checked (by check_input and class_rows), or target
         weights (N, [T,] *output). _picks: per map, the one layer it is taken at (no fusion)."""
-        spec = self._method_for_kind(method)
+        spec = self.method_for_kind(method)
         options = spec.bind(options)
         fusion = fusion or spec.fusion
         if fusion not in postprocess.FUSIONS:

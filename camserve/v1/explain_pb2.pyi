@@ -282,16 +282,18 @@ class ExplainResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., method: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., images: _Optional[_Iterable[_Union[ImageExplanations, _Mapping]]] = ..., provider: _Optional[str] = ..., seconds: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Box(_message.Message):
-    __slots__ = ("x0", "y0", "x1", "y1")
+    __slots__ = ("x0", "y0", "x1", "y1", "class_id")
     X0_FIELD_NUMBER: _ClassVar[int]
     Y0_FIELD_NUMBER: _ClassVar[int]
     X1_FIELD_NUMBER: _ClassVar[int]
     Y1_FIELD_NUMBER: _ClassVar[int]
+    CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     x0: int
     y0: int
     x1: int
     y1: int
-    def __init__(self, x0: _Optional[int] = ..., y0: _Optional[int] = ..., x1: _Optional[int] = ..., y1: _Optional[int] = ...) -> None: ...
+    class_id: int
+    def __init__(self, x0: _Optional[int] = ..., y0: _Optional[int] = ..., x1: _Optional[int] = ..., y1: _Optional[int] = ..., class_id: _Optional[int] = ...) -> None: ...
 
 class LabelledImage(_message.Message):
     __slots__ = ("image", "label", "boxes")
@@ -304,7 +306,7 @@ class LabelledImage(_message.Message):
     def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., label: _Optional[int] = ..., boxes: _Optional[_Iterable[_Union[Box, _Mapping]]] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("model", "version", "images", "methods", "options", "layers", "deletion_step", "deletion_baseline", "insertion_baseline", "request_id")
+    __slots__ = ("model", "version", "images", "methods", "options", "layers", "deletion_step", "deletion_baseline", "insertion_baseline", "request_id", "detect")
     class OptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +324,7 @@ class EvaluateRequest(_message.Message):
     DELETION_BASELINE_FIELD_NUMBER: _ClassVar[int]
     INSERTION_BASELINE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DETECT_FIELD_NUMBER: _ClassVar[int]
     model: str
     version: str
     images: _containers.RepeatedCompositeFieldContainer[LabelledImage]
@@ -332,7 +335,8 @@ class EvaluateRequest(_message.Message):
     deletion_baseline: str
     insertion_baseline: str
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[LabelledImage, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., layers: _Optional[_Iterable[str]] = ..., deletion_step: _Optional[int] = ..., deletion_baseline: _Optional[str] = ..., insertion_baseline: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    detect: DetectOptions
+    def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ..., images: _Optional[_Iterable[_Union[LabelledImage, _Mapping]]] = ..., methods: _Optional[_Iterable[str]] = ..., options: _Optional[_Mapping[str, OptionValue]] = ..., layers: _Optional[_Iterable[str]] = ..., deletion_step: _Optional[int] = ..., deletion_baseline: _Optional[str] = ..., insertion_baseline: _Optional[str] = ..., request_id: _Optional[str] = ..., detect: _Optional[_Union[DetectOptions, _Mapping]] = ...) -> None: ...
 
 class Interval(_message.Message):
     __slots__ = ("mean", "low", "high", "defined")

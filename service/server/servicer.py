@@ -11,7 +11,7 @@ import numpy as np
 from camserve.v1 import explain_pb2 as pb
 from camserve.v1 import explain_pb2_grpc
 
-from .. import images, wire
+from .. import detection_study, images, wire
 from ..data.folder import map_box
 from ..errors import BadRequest
 from ..evaluation import Settings, evaluate
@@ -169,9 +169,15 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         version, model, explainer = await asyncio.to_thread(self.repository.get, request.model, request.version)
         inputs = await asyncio.to_thread(self._inputs, [item.image for item in request.images], model, explainer,
                                          self.limits)
-        labels, boxes = _labels_and_boxes(request.images, inputs, model, explainer)
         layers = list(request.layers) or None   # none: the Model's default layer
         response = pb.EvaluateResponse(model=request.model, version=version, request_id=request.request_id)
+        if explainer.kind == "detector":
+            return await self._evaluate_detector(request, response, inputs, model, explainer, methods, options,
+                                                 layers, settings)
+        if explainer.kind != "classifier":
+            raise BadRequest(f"Evaluate scores classifiers and detectors; {request.model} is a {explainer.kind}",
+                             "model")
+        labels, boxes = _labels_and_boxes(request.images, inputs, model, explainer)
         for method in methods:
             scores = await self.batcher.call(evaluate, explainer, inputs.x, labels, boxes, method, layers, settings,
                                              **options[method])
@@ -183,6 +189,29 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             entry.deletion_curve.extend(scores.curves["deletion"].mean(axis=0).tolist())
             entry.insertion_curve.extend(scores.curves["insertion"].mean(axis=0).tolist())
             entry.fractions.extend(np.asarray(scores.curves["fractions"]).tolist())
+        return response
+
+    async def _evaluate_detector(self, request, response, inputs, model, explainer, methods, options, layers,
+                                 settings) -> pb.EvaluateResponse:
+        """Each image's boxes matched to the detector's detections, each matched one explained and scored."""
+        for method in methods:
+            explainer.method_for_kind(method)   # before any work
+        boxes, classes = _detector_boxes(request.images, inputs, model, explainer, self.limits)
+        score = request.detect.score or detection_study.SCORE
+        if not 0.0 <= score <= 1.0:
+            raise BadRequest(f"detect.score must be in [0, 1], got {score}", "detect.score")
+        jobs, matched = await self.batcher.call(_detector_jobs, explainer, inputs.x, boxes, classes, score)
+        for method in methods:
+            per, curves, _ = await self.batcher.call(detection_study.score_detections, explainer, jobs, method, layers,
+                                                     settings, options[method])
+            entry = response.methods.add(method=method)
+            for name, stat in detection_study.summary(per, matched).items():
+                defined = stat["mean"] is not None
+                entry.metrics[name].CopyFrom(pb.Interval(mean=stat["mean"] or 0.0, low=stat["low"] or 0.0,
+                                                         high=stat["high"] or 0.0, defined=defined))
+            entry.deletion_curve.extend(np.asarray(curves["deletion"]).tolist())
+            entry.insertion_curve.extend(np.asarray(curves["insertion"]).tolist())
+            entry.fractions.extend(np.asarray(curves["fractions"]).tolist())
         return response
 
     # -- listings -------------------------------------------------------------------------------
@@ -407,6 +436,43 @@ def _fill_objects(response, result, explained, inputs: _Inputs, model, request: 
                 if box is not None:
                     picture = images.draw_box(picture, box, f"{item.label} {found.score:.2f}")
                 item.overlay_png = images.encode_png(picture)
+
+
+def _detector_boxes(items, inputs: _Inputs, model, explainer, limits: Limits) -> tuple[list, list]:
+    """Per image its ground-truth boxes in input pixels (those the preprocessing keeps) and their classes; at most
+    `images_per_request` maps in all (an image without boxes explains up to OWN_DETECTIONS of its own)."""
+    maps = sum(len(item.boxes) or detection_study.OWN_DETECTIONS for item in items)
+    if maps > limits.images_per_request:
+        raise BadRequest(f"the images' boxes make up to {maps} maps; the limit is {limits.images_per_request} per "
+                         "request", "images")
+    classes_known = explainer.info.num_classes or 0
+    boxes, classes = [], []
+    for i, item in enumerate(items):
+        if item.boxes and inputs.originals[i] is None:
+            raise BadRequest("boxes are given in encoded images' pixels; tensor images take none",
+                             f"images[{i}].boxes")
+        kept, kinds = [], []
+        for j, b in enumerate(item.boxes):
+            class_id = b.class_id if b.HasField("class_id") else None
+            if class_id is not None and not 0 <= class_id < classes_known:
+                raise BadRequest(f"class {class_id} is out of range [0, {classes_known})",
+                                 f"images[{i}].boxes[{j}].class_id")
+            mapped = map_box((b.x0, b.y0, b.x1, b.y1), inputs.originals[i].shape[:2], model.preprocessing)
+            if mapped is not None:
+                kept.append(mapped)
+                kinds.append(class_id)
+        boxes.append(kept)
+        classes.append(kinds)
+    return boxes, classes
+
+
+def _detector_jobs(explainer, x: np.ndarray, boxes: list, classes: list, score: float) -> tuple[list, list]:
+    jobs, matched = [], []
+    for i in range(len(x)):
+        found, hits = detection_study.pairs(explainer, x[i:i + 1], boxes[i], classes[i], score)
+        jobs.append((x[i:i + 1], found))
+        matched += hits
+    return jobs, matched
 
 
 def _labels_and_boxes(items, inputs: _Inputs, model, explainer) -> tuple[np.ndarray, list]:

@@ -219,3 +219,77 @@ def test_maps_renormalised_in_their_boxes_over_grpc(stub, repository):
     with pytest.raises(grpc.RpcError) as caught:
         stub.Explain(photo_request("seg", detect=pb.DetectOptions(in_box=True)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and violation(caught.value) == "in_box"
+
+
+def test_evaluate_scores_each_ground_truth_box_of_a_detector(stub, repository):
+    from camserve.service.data.folder import map_box
+    from camserve.service.detection_metrics import evaluate_detections
+    from camserve.service.detection_study import pairs
+
+    explainer, x, _ = local(repository, "yolo")
+    config = load_config(repository / "yolo")
+    shape = images.read(PHOTO).shape[:2]
+    found = explainer.detect(x, score=0.05)[0][:2]
+    truths = [tuple(int(round(v)) for v in images.unfit_box(d.box, shape, config.preprocessing)) for d in found]
+    request = pb.EvaluateRequest(model="yolo", methods=["gradcam", "eigencam"], detect=pb.DetectOptions(score=0.05),
+                                 images=[pb.LabelledImage(image=pb.Image(encoded=PHOTO.read_bytes()), boxes=[
+                                     pb.Box(x0=b[0], y0=b[1], x1=b[2], y1=b[3], class_id=d.class_id)
+                                     for b, d in zip(truths, found)] + [pb.Box(x0=225, y0=150, x1=228, y1=153)])])
+    reply = stub.Evaluate(request, timeout=120)
+    assert [m.method for m in reply.methods] == ["gradcam", "eigencam"]
+    for entry in reply.methods:
+        metrics = {k: v.mean for k, v in entry.metrics.items()}
+        assert metrics["matched"] == pytest.approx(200 / 3)   # the 3 x 3 box matches no detection
+        # in-process: the ground truth mapped to the model's input, matched, and its detections scored
+        boxes = [map_box(b, shape, config.preprocessing) for b in truths]
+        matched, _ = pairs(explainer, x, boxes, [d.class_id for d in found], score=0.05)
+        assert len(matched) == 2
+        scores = evaluate_detections(explainer, x, entry.method, [d for d, _ in matched], boxes=boxes)
+        for name in ("pointing_game", "energy_in_box", "box_share", "deletion_auc", "insertion_auc"):
+            assert metrics[name] == pytest.approx(np.mean([getattr(s, name) for s in scores]), abs=1e-5), name
+        np.testing.assert_allclose(entry.deletion_curve, np.mean([s.deletion_curve for s in scores], 0), atol=1e-5)
+        assert len(entry.fractions) == len(entry.insertion_curve) == len(scores[0].insertion_curve)
+
+
+@pytest.mark.parametrize("model, boxes, field", [
+    ("yolo", [pb.Box(x0=10, y0=10, x1=40, y1=40, class_id=7)], "images[0].boxes[0].class_id"),
+    ("yolo", [pb.Box(x0=10, y0=10, x1=40, y1=40)] * 300, "images"),
+    ("seg", [], "model"),
+])
+def test_evaluate_refuses_what_it_cannot_score(stub, model, boxes, field):
+    request = pb.EvaluateRequest(model=model, images=[pb.LabelledImage(image=pb.Image(encoded=PHOTO.read_bytes()),
+                                                                       boxes=boxes)])
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Evaluate(request, timeout=60)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert violation(caught.value) == field, caught.value.details()
+
+
+def test_the_cli_evaluates_a_detector_on_a_folder_with_boxes(repository, tmp_path):
+    import subprocess
+    import sys
+
+    explainer, x, _ = local(repository, "yolo")
+    config = load_config(repository / "yolo")
+    found = explainer.detect(x, score=0.05)[0][0]
+    truth = [round(v) for v in images.unfit_box(found.box, images.read(PHOTO).shape[:2], config.preprocessing)]
+    (tmp_path / "data").mkdir()
+    shutil.copy(PHOTO, tmp_path / "data" / "cat.png")
+    (tmp_path / "data" / "boxes.json").write_text(json.dumps(
+        {"cat.png": {"boxes": [truth, [225, 150, 228, 153]], "classes": [found.class_id, 0]}}))
+    out = subprocess.run([sys.executable, "-m", "camserve", "evaluate", "--model", str(repository / "yolo"),
+                          "--dataset", str(tmp_path / "data"), "--methods", "gradcam,drise", "--option",
+                          "drise.masks=64", "--score", "0.05", "--out", str(tmp_path / "out")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["detections"] == 1 and list(results["methods"]) == ["gradcam", "drise"]
+    for entry in results["methods"].values():
+        assert entry["metrics"]["matched"]["mean"] == 50.0
+        assert 0 <= entry["metrics"]["energy_in_box"]["mean"] <= 100
+    assert (tmp_path / "out" / "gallery" / "drise" / "cat-0.png").exists()
+    assert "energy_in_box" in (tmp_path / "out" / "index.html").read_text()
+    refused = subprocess.run([sys.executable, "-m", "camserve", "evaluate", "--model", str(repository / "yolo"),
+                              "--methods", "cam", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "x")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode != 0 and "'cam' scores classes only" in refused.stderr
