@@ -117,13 +117,16 @@ def export(model: torch.nn.Module, path: Path, size: int, dynamo: bool, fixed_ba
 def layer_for_module(model: onnx.ModelProto, dotted: str) -> str:
     """The ONNX tensor a torch module outputs, from the TorchScript exporter's `/a/a.b/...` node scopes."""
     parts = dotted.split(".")
-    # numeric children of containers are scoped "parent.index", named ones by their own name
+    # numeric children of containers are scoped "parent.index", named ones by their own name; a Sequential's
+    # children sit inside the Sequential's own scope, a ModuleList's (never called itself) do not
     names = [f"{parts[k - 1]}.{p}" if p.isdigit() and k else p for k, p in enumerate(parts)]
-    scope = "/" + "/".join(names) + "/"
-    nodes = [n for n in model.graph.node if n.name.startswith(scope)]
-    if not nodes:
-        raise KeyError(f"no ONNX node in scope {scope}")
-    return nodes[-1].output[0]
+    listed = [n for k, n in enumerate(names) if not (k + 1 < len(parts) and parts[k + 1].isdigit())]
+    scopes = ["/" + "/".join(names) + "/", "/" + "/".join(listed) + "/"]
+    for scope in scopes:
+        nodes = [n for n in model.graph.node if n.name.startswith(scope)]
+        if nodes:
+            return nodes[-1].output[0]
+    raise KeyError(f"no ONNX node in scope {' or '.join(dict.fromkeys(scopes))}")
 
 
 ZOO = {m.name: m for m in [

@@ -80,6 +80,31 @@ def test_region_target_equals_semantic_segmentation_target(name):
         np.testing.assert_allclose(ours, peer, atol=TOL)
 
 
+@functools.lru_cache(maxsize=None)
+def unet():
+    """A segmentation-models-pytorch U-Net (ResNet-18 encoder, encoder_weights=None, 4 classes, random init)."""
+    import segmentation_models_pytorch as smp
+    torch.manual_seed(0)
+    model = smp.Unet("resnet18", encoder_weights=None, classes=4).eval()
+    return model, Explainer(str(_exported("unet_resnet18", model, 64)))
+
+
+@pytest.mark.parametrize("module", ["encoder.layer4", "decoder.blocks.3"])
+def test_a_unet_region_equals_semantic_segmentation_target(module):
+    model, explainer = unet()
+    assert explainer.kind == "segmenter" and explainer.info.num_classes == 4
+    x = photos(64, ("chelsea.png",))
+    with torch.no_grad():
+        predicted = model(torch.from_numpy(x))[0].argmax(0).numpy()
+    category = int(np.bincount(predicted.ravel()).argmax())
+    mask = (predicted == category).astype(np.float32)
+    with GradCAM(model=model, target_layers=[model.get_submodule(module)]) as cam:
+        peer = cam(input_tensor=torch.from_numpy(x), targets=[SemanticSegmentationTarget(category, mask)])
+    ours = explainer.explain(x, "gradcam", targets=[Region(category)], layers=[_layer(explainer, module)])
+    assert peer.max() > 0
+    np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
 @pytest.mark.parametrize("cls, method", [(HiResCAM, "hirescam"), (LayerCAM, "layercam")])
 def test_other_gradient_methods_on_a_region(cls, method):
     model, explainer = segmenter("fcn_resnet50")

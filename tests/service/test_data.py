@@ -156,6 +156,21 @@ def test_folder_images_without_boxes_are_kept_for_the_other_metrics(folder):
     assert [(s.name, s.boxes) for s in scenes] == [("wide", []), ("tall", [])]
 
 
+def test_folder_classes_per_box_stay_with_their_boxes_and_letterbox(folder):
+    """A detector's boxes.json: a class per box, kept beside its box when a box is cut away; a letterbox maps
+    boxes with its padding (wide 400x300 -> 320x240, 40 px of padding above)."""
+    listing = {"wide.png": {"boxes": [[60, 30, 240, 270], [0, 0, 50, 300], [204, 150, 300, 200]],
+                            "classes": [4, 7, 2]}}
+    (folder / "boxes.json").write_text(json.dumps(listing))
+    cropped = folder_scenes(folder, images.Preprocessing(resize=256, crop=224), lambda image: -1)[0]
+    assert [(o["box"], o["label"]) for o in cropped.objects] == [((0, 10, 147, 214), 4), ((116, 112, 198, 155), 2)]
+    spec = images.Preprocessing(letterbox=320, resize=None, crop=None)
+    boxed = folder_scenes(folder, spec, lambda image: -1)[0]
+    assert boxed.image.shape == (320, 320, 3) and boxed.label == -1
+    assert boxed.boxes == [(48, 64, 192, 256), (0, 40, 40, 280), (163, 160, 240, 200)]
+    assert [o["label"] for o in boxed.objects] == [4, 7, 2]
+
+
 def test_folder_without_crop_or_resize(folder):
     spec = images.Preprocessing(resize=None, crop=None)
     scenes = folder_scenes(folder, spec, lambda image: 0, limit=1)
@@ -187,6 +202,8 @@ def test_folder_scene_names_stay_apart(folder):
     ({"wide.png": {"boxes": [["a", 0, 5, 5]]}}, "malformed box"),
     ({"wide.png": {"boxes": [[0, 0, 5, 5]], "label": "cat"}}, "label must be a class id"),
     ({"broken.png": {"boxes": [[0, 0, 5, 5]]}}, "broken.png.*not a decodable image"),
+    ({"wide.png": {"boxes": [[0, 0, 5, 5]], "classes": [1, 2]}}, "one class id .* per box"),
+    ({"wide.png": {"boxes": [[0, 0, 5, 5]], "classes": [-1]}}, "one class id .* per box"),
 ])
 def test_folder_errors_say_what_is_wrong(folder, boxes_json, match):
     (folder / "broken.png").write_bytes(b"not a png")
