@@ -2,12 +2,13 @@
 output targets weigh, candidate CAM layers, classifier weights."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto
+from onnx import TensorProto, helper
 
 from . import graph as g
 from . import static
@@ -18,7 +19,9 @@ PROBE_SIZE = 224
 
 KINDS = ("classifier", "segmenter", "detector", "embedding")
 # the raw heads a detector's output is read as (their decoding lives with the service's detection math)
-HEADS = ("yolov8", "yolov5", "nms")
+HEADS = ("yolov8", "yolov5", "nms", "ssd")
+# the (N, A, 4 + K) output made by joining a split head's boxes and scores (a name no exporter writes)
+SPLIT_HEAD = "camserve::boxes_scores"
 # single-stage detectors predict at these strides (P3-P5; P6 models add 64)
 _STRIDES = ((8, 16, 32), (8, 16, 32, 64))
 _DECLARE = ('declare it: "kind" (one of classifier, segmenter, detector, embedding), "output" (the tensor targets '
@@ -207,13 +210,16 @@ def _kind(model: onnx.ModelProto, logits: str, shape: list, spatial: tuple, soft
         raise GraphError(f"unknown model kind {kind!r}; choose one of {', '.join(KINDS)}")
     if head is not None and head not in HEADS:
         raise GraphError(f"unknown detector head {head!r}; choose one of {', '.join(HEADS)}")
+    if head == "ssd" and (len(shape) != 3 or not isinstance(shape[2], int) or shape[2] < 5):
+        raise GraphError(f"an ssd head's joined output is N x A x (4 + K); {found}")
     if kind in (None, "detector"):
         read = head or _head(model, shape, spatial)
         if read is not None:
             return "detector", read
         if kind == "detector":
             raise GraphError(f"{found} is not a detector head camserve reads (yolov8: N x (4+K) x A, yolov5: "
-                             f"N x A x (5+K) with A anchors at strides 8/16/32, nms: N x D x 6); {_DECLARE}")
+                             f"N x A x (5+K) with A anchors at strides 8/16/32, nms: N x D x 6, ssd: two outputs "
+                             f"N x A x 4 and N x A x K); {_DECLARE}")
     if kind is not None:
         want = {"classifier": 2, "embedding": 2, "segmenter": 4}[kind]
         if len(shape) != want:
@@ -231,12 +237,59 @@ def _shown(shape: list) -> str:
     return "(" + ", ".join(str(d) for d in shape) + ")"
 
 
+def split_head(model: onnx.ModelProto) -> tuple[str, str] | None:
+    """(boxes, scores): the two graph outputs of an SSD/RetinaNet-style head, (N, A, 4) boxes and (N, A, K)
+    class scores with the same A anchors; None where the graph has no such pair (or more than one)."""
+    if len(model.graph.output) < 2:
+        return None
+    value, layout = _image_input(model)
+    values = g.infer(_with_static_input(model, value, layout))
+    shapes = {o.name: g.dims(values[o.name]) for o in model.graph.output if o.name in values}
+    ranked = {name: shape for name, shape in shapes.items() if len(shape) == 3 and isinstance(shape[1], int)}
+    pairs = [(b, c) for b, bs in ranked.items() if bs[2] == 4
+             for c, cs in ranked.items() if c != b and cs[1] == bs[1] and isinstance(cs[2], int) and cs[2] >= 1]
+    return pairs[0] if len(pairs) == 1 else None
+
+
+def join_split_head(model: onnx.ModelProto, boxes: str, scores: str) -> onnx.ModelProto:
+    """The model (changed in place) with SPLIT_HEAD = Concat(boxes, scores) on the last axis as its first output:
+    one (N, A, 4 + K) tensor that a detection's target weighs, like a YOLOv5 head without objectness."""
+    if any(o.name == SPLIT_HEAD for o in model.graph.output):
+        return model
+    model.graph.node.append(helper.make_node("Concat", [boxes, scores], [SPLIT_HEAD], axis=2,
+                                             name=SPLIT_HEAD))
+    model.graph.output.insert(0, helper.make_tensor_value_info(SPLIT_HEAD, TensorProto.FLOAT, None))
+    return model
+
+
+def explainable(model: onnx.ModelProto, kind: str | None = None, output: str | None = None,
+                head: str | None = None) -> onnx.ModelProto:
+    """The model as camserve explains it: a split detector head (boxes and scores apart) joined into one output,
+    where nothing declared says otherwise; changed in place."""
+    if output is None and kind in (None, "detector") and head in (None, "ssd"):
+        pair = split_head(model)
+        if pair is not None:
+            return join_split_head(model, *pair)
+        if head == "ssd":
+            outputs = ", ".join(f"{o.name!r}" for o in model.graph.output)
+            raise GraphError(f"an ssd head has two outputs, boxes (N, A, 4) and scores (N, A, K); this graph's "
+                             f"outputs are {outputs}")
+    return model
+
+
 def inspect(source, kind: str | None = None, output: str | None = None, head: str | None = None) -> ModelInfo:
     """Describe the model: its image input, kind, the output targets weigh and every candidate target layer.
 
-    kind, output and head override what the graph is read as (config.json's "kind", "output", "head").
+    kind, output and head override what the graph is read as (config.json's "kind", "output", "head"). A split
+    (SSD/RetinaNet-style) head is read through its joined output SPLIT_HEAD (see `explainable`).
     """
     model = load(source)
+    if isinstance(source, onnx.ModelProto) and not any(o.name == SPLIT_HEAD for o in model.graph.output) \
+            and split_head(model) is not None and output is None and kind in (None, "detector"):
+        model = copy.deepcopy(model)   # a caller's proto is not changed
+    model = explainable(model, kind, output, head)
+    if any(o.name == SPLIT_HEAD for o in model.graph.output) and output is None:
+        output, head = SPLIT_HEAD, "ssd"
     value, layout = _image_input(model)
     logits, removed = _logits(model, output)
     values = g.infer(_with_static_input(model, value, layout))
@@ -248,7 +301,8 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     kind, head = _kind(model, logits, logit_dims, spatial, removed, kind, head)
     if kind == "detector":
         extent = {"yolov8": logit_dims[1] - 4 if isinstance(logit_dims[1], int) else None,
-                  "yolov5": logit_dims[2] - 5 if isinstance(logit_dims[2], int) else None, "nms": None}[head]
+                  "yolov5": logit_dims[2] - 5 if isinstance(logit_dims[2], int) else None, "nms": None,
+                  "ssd": logit_dims[2] - 4}[head]
         num_classes = extent
     elif kind == "segmenter":
         num_classes = logit_dims[1] if isinstance(logit_dims[1], int) else None
@@ -271,10 +325,13 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     if not layers:
         raise GraphError(f"the graph has no 4-D float activations with spatial size > 1 before its output {logits!r}; "
                          "CAM methods need a convolutional feature map")
-    scales = _scales(model, layers, spatial) if kind == "detector" else ()
+    # an SSD head's anchors are several per cell and its scales' order is the exporter's: no per-scale layers
+    scales = _scales(model, layers, spatial) if kind == "detector" and head != "ssd" else ()
+    default = _default_layer(kind, layers, num_classes, scales)
+    if kind == "detector" and head == "ssd":
+        default = _dominator(model, layers, logits) or default
     return ModelInfo(value.name, tuple(g.dims(value)), layout, logits, num_classes, removed,
-                     tuple(layers), _default_layer(kind, layers, num_classes, scales), kind, tuple(logit_dims), head,
-                     scales)
+                     tuple(layers), default, kind, tuple(logit_dims), head, scales)
 
 
 def _default_layer(kind: str, layers: list[Layer], num_classes: int | None, scales: tuple) -> str:
@@ -321,6 +378,15 @@ def _scales(model: onnx.ModelProto, layers: list[Layer], spatial: tuple) -> tupl
             break
         found = []
     return tuple(found)
+
+
+def _dominator(model: onnx.ModelProto, layers: list[Layer], output: str) -> str | None:
+    """The latest layer every path from the image to `output` passes through: for a multi-scale head read as one
+    output, the feature map all its scales branch from, so every detection's evidence is in it."""
+    for layer in reversed(layers):
+        if _dominates(model.graph, layer.name, output):
+            return layer.name
+    return None
 
 
 def _dominates(graph: onnx.GraphProto, via: str, target: str) -> bool:

@@ -16,10 +16,14 @@ class Head:
 
     yolov8: (4+K, A) per image: cx, cy, w, h in input pixels, then K sigmoid class scores (Ultralytics YOLOv8/YOLO11);
     yolov5: (A, 5+K): cx, cy, w, h, objectness, K class scores (YOLOv5/v7, YOLOX);
-    nms:    (D, 6): x0, y0, x1, y1, score, class of the graph's own detections after its NonMaxSuppression.
+    nms:    (D, 6): x0, y0, x1, y1, score, class of the graph's own detections after its NonMaxSuppression;
+    ssd:    (A, 4+K): x0, y0, x1, y1, then K class scores: an SSD/RetinaNet-style head's separate boxes and scores
+            outputs, joined (graph_tools.SPLIT_HEAD).
+    box_scale (W, H) multiplies boxes given normalised to 0-1.
     """
     layout: str
     num_classes: int | None
+    box_scale: tuple[float, float] | None = None
 
     def decode(self, output: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(boxes (..., A, 4) as x0, y0, x1, y1; class scores (..., A, K); objectness (..., A)) of one image's
@@ -29,11 +33,16 @@ class Head:
             boxes, scores, objectness = _corners(rows[..., :4]), rows[..., 4:], np.ones(rows.shape[:-1], rows.dtype)
         elif self.layout == "yolov5":
             boxes, objectness, scores = _corners(output[..., :4]), output[..., 4], output[..., 5:]
+        elif self.layout == "ssd":
+            boxes, scores, objectness = output[..., :4], output[..., 4:], np.ones(output.shape[:-1], output.dtype)
         else:
             boxes, objectness = output[..., :4], np.ones(output.shape[:-1], output.dtype)
             classes = int(np.nanmax(output[..., 5], initial=0)) + 1
             scores = np.zeros((*output.shape[:-1], max(classes, self.num_classes or 0)), output.dtype)
             np.put_along_axis(scores, output[..., 5:6].astype(np.int64).clip(0), output[..., 4:5], axis=-1)
+        if self.box_scale is not None:
+            w, h = self.box_scale
+            boxes = boxes * np.array([w, h, w, h], boxes.dtype)
         return boxes, scores, objectness
 
     def entries(self, anchor: int, class_id: int, terms: tuple[str, ...] = ("class",)) -> list[tuple[int, int]]:
@@ -45,7 +54,7 @@ class Head:
         if self.layout == "nms":
             picked = [4] + ([0, 1, 2, 3] if "box" in terms else [])
         else:
-            first = 4 if self.layout == "yolov8" else 5
+            first = 5 if self.layout == "yolov5" else 4
             picked = [first + class_id]
             if "objectness" in terms:
                 if self.layout != "yolov5":

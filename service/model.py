@@ -24,13 +24,14 @@ class Model:
     source: a .onnx file (config.json beside it, if any), a folder (DIR/config.json, DIR/<version>/model.onnx,
     the highest version), serialized bytes or a ModelProto. `labels`, `preprocessing` and `default_layer`
     override the config's; so do `kind` (classifier, segmenter, detector, embedding: what the output is read
-    as), `output` (the tensor targets weigh) and `head` (a detector's layout: yolov8, yolov5, nms).
+    as), `output` (the tensor targets weigh), `head` (a detector's layout: yolov8, yolov5, nms, ssd) and
+    `box_units` (a detector's boxes in input pixels, or normalized to 0-1).
     """
 
     def __init__(self, source: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
                  labels: list[str] | None = None, preprocessing: Preprocessing | None = None,
                  default_layer: str | None = None, kind: str | None = None, output: str | None = None,
-                 head: str | None = None):
+                 head: str | None = None, box_units: str | None = None):
         if isinstance(source, (str, Path)):
             try:
                 config = load_config(source)
@@ -40,8 +41,9 @@ class Model:
         else:
             config, graph = ModelConfig(Path(""), "model"), source
         try:
-            folded = gt.fold_constants(gt.copy(gt.load(graph)))
-            self.info = gt.inspect(folded, kind or config.kind, output or config.output, head or config.head)
+            kind, output, head = kind or config.kind, output or config.output, head or config.head
+            folded = gt.explainable(gt.fold_constants(gt.copy(gt.load(graph))), kind, output, head)
+            self.info = gt.inspect(folded, kind, output, head)
         except gt.GraphError as error:
             raise BadRequest(str(error), "model") from error
         except Exception as error:  # a corrupt protobuf or a missing file
@@ -53,6 +55,12 @@ class Model:
         self.labels = list(labels if labels is not None else config.labels)
         self.preprocessing = preprocessing or config.preprocessing
         self.default_layer = default_layer or config.default_layer or self.info.default_layer
+        self.box_units = box_units or config.box_units
+        if self.box_units not in ("pixels", "normalized"):
+            raise BadRequest(f'box_units must be "pixels" or "normalized", got {self.box_units!r}', "model")
+        if self.box_units == "normalized" and not all(isinstance(d, int) for d in self.info.spatial):
+            raise BadRequest(f"normalized boxes are scaled by the input size, and {self.name}'s is not fixed "
+                             f"({self.info.spatial}); export it at a fixed size", "model")
 
     @property
     def kind(self) -> str:
@@ -61,7 +69,10 @@ class Model:
     @cached_property
     def head(self) -> Head | None:
         """A detector's head layout, for decoding its output."""
-        return Head(self.info.head, self.info.num_classes) if self.info.kind == "detector" else None
+        if self.info.kind != "detector":
+            return None
+        scale = tuple(reversed(self.info.spatial)) if self.box_units == "normalized" else None   # (W, H)
+        return Head(self.info.head, self.info.num_classes, scale)
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)

@@ -18,7 +18,8 @@ class ModelConfig:
     default_layer: str | None = None
     kind: str | None = None                     # classifier, segmenter, detector or embedding; None: read the graph
     output: str | None = None                   # the tensor targets weigh; None: the first output
-    head: str | None = None                     # a detector's head layout (yolov8, yolov5, nms)
+    head: str | None = None                     # a detector's head layout (yolov8, yolov5, nms, ssd)
+    box_units: str = "pixels"                   # a detector's boxes: "pixels" of the input, or "normalized" to 0-1
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
@@ -52,4 +53,5 @@ def load_config(location: str | Path) -> ModelConfig:
         raise BadRequest(f"{config_file} is not a valid model config: {error}", "model") from error
     return ModelConfig(onnx_path, config.get("name", name), list(config.get("labels", [])),
                        Preprocessing.from_dict(config.get("preprocessing")), config.get("default_layer"),
-                       config.get("kind"), config.get("output"), config.get("head"))
+                       config.get("kind"), config.get("output"), config.get("head"),
+                       config.get("box_units", "pixels"))

@@ -202,6 +202,44 @@ class TinyYolo(torch.nn.Module):
         return torch.cat([xywh, cls.sigmoid()], 1)
 
 
+class TinySSD(torch.nn.Module):
+    """An SSD/RetinaNet-style head: two scales (strides 8 and 16 at 64 px) with 2 priors per cell, box offsets
+    decoded against the priors in the graph, and two outputs: boxes (N, A, 4) as x0, y0, x1, y1 (input pixels, or
+    normalised to 0-1) and softmax class scores (N, A, K)."""
+
+    def __init__(self, classes: int = 3, size: int = 64, normalized: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        c = lambda i, o, s: torch.nn.Sequential(torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.ReLU())  # noqa: E731
+        self.stem = torch.nn.Sequential(c(3, 8, 2), c(8, 8, 2), c(8, 16, 2))
+        self.extra = c(16, 16, 2)
+        self.loc = torch.nn.ModuleList(torch.nn.Conv2d(16, 2 * 4, 3, 1, 1) for _ in range(2))
+        self.conf = torch.nn.ModuleList(torch.nn.Conv2d(16, 2 * classes, 3, 1, 1) for _ in range(2))
+        self.classes, self.scale = classes, 1.0 / size if normalized else 1.0
+        priors = []
+        for stride in (8, 16):
+            n = size // stride
+            ys, xs = torch.meshgrid(torch.arange(n) + 0.5, torch.arange(n) + 0.5, indexing="ij")
+            for side in (1.5, 3.0):   # two priors per cell, cell-major like SSD's
+                priors.append(torch.stack([xs, ys, torch.full_like(xs, side), torch.full_like(xs, side)], -1)
+                              * stride)
+        cells = [torch.stack(priors[2 * k:2 * k + 2], 2).reshape(-1, 4) for k in range(2)]
+        self.register_buffer("priors", torch.cat(cells, 0))
+        self.eval()
+
+    def forward(self, x):
+        f1 = self.stem(x)
+        f2 = self.extra(f1)
+        n = x.shape[0]
+        loc = torch.cat([self.loc[i](f).permute(0, 2, 3, 1).reshape(n, -1, 4) for i, f in enumerate((f1, f2))], 1)
+        conf = torch.cat([self.conf[i](f).permute(0, 2, 3, 1).reshape(n, -1, self.classes)
+                          for i, f in enumerate((f1, f2))], 1)
+        centre = self.priors[:, :2] + 0.1 * loc[..., :2] * self.priors[:, 2:]
+        side = self.priors[:, 2:] * torch.exp(0.2 * loc[..., 2:])
+        boxes = torch.cat([centre - side / 2, centre + side / 2], -1) * self.scale
+        return boxes, conf.softmax(-1)
+
+
 class TinySegmenter(torch.nn.Module):
     """N x K x H x W class scores at the input's size: a stride-8 encoder, a 1x1 classifier, bilinear upsampling
     (torchvision's FCN layout, small)."""

@@ -11,10 +11,10 @@ import torchvision
 from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-from camserve import Explainer
+from camserve import Explainer, Model
 from camserve.service.errors import BadRequest
 from camserve.targets import Box, Detection, Region, Similarity
-from zoo import CACHE, TinyYolo, layer_for_module, photos
+from zoo import CACHE, TinySSD, TinyYolo, layer_for_module, photos
 
 TOL = 1e-3
 FOLDER = CACHE.parent / "targets"    # exported once per machine, like the zoo
@@ -204,6 +204,82 @@ def test_box_target_equals_the_peer_on_the_chosen_anchor():
     ours = explainer.explain(x, "gradcam", targets=[Box(box, top.class_id)], layers=[_layer(explainer, module)])
     assert peer.max() > 0
     np.testing.assert_allclose(ours, peer, atol=TOL)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_ssd(normalized: bool = False):
+    model = TinySSD(normalized=normalized)
+    path = FOLDER / f"tiny_ssd{'_normalized' if normalized else ''}.onnx"
+    if not path.exists():
+        FOLDER.mkdir(parents=True, exist_ok=True)
+        torch.onnx.export(model, torch.zeros(1, 3, 64, 64), str(path), dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["boxes", "scores"])
+    return model, path
+
+
+def test_a_split_ssd_head_is_joined_into_one_detector_output():
+    model, path = tiny_ssd()
+    explainer = Explainer(str(path))
+    info = explainer.info
+    assert (explainer.kind, info.head, info.num_classes, info.output_shape[1:]) == ("detector", "ssd", 3, (160, 7))
+    assert info.logits == "camserve::boxes_scores" and info.scales == ()
+    # the default layer is the one every scale branches from: the stem's output feeds both heads
+    assert info.default_layer == _layer(explainer, "stem")
+    x = _image()
+    with torch.no_grad():
+        boxes, scores = (t[0].numpy() for t in model(torch.from_numpy(x)))
+    np.testing.assert_allclose(explainer.predict(x)[0], np.concatenate([boxes, scores], 1), atol=1e-5)
+    found = explainer.detect(x, score=0.0, iou=0.5)[0]
+    kept = torchvision.ops.batched_nms(torch.from_numpy(boxes), torch.from_numpy(scores.max(1)),
+                                       torch.from_numpy(scores.argmax(1)), 0.5)
+    assert [d.anchor for d in found] == kept.tolist()[:len(found)]
+    np.testing.assert_allclose(found[0].box, boxes[found[0].anchor], atol=1e-5)
+    # normalised boxes, declared, come back in input pixels
+    _, normalized = tiny_ssd(normalized=True)
+    scaled = Explainer(Model(str(normalized), box_units="normalized")).detect(x, score=0.0, iou=0.5)[0]
+    assert [d.anchor for d in scaled] == [d.anchor for d in found]
+    np.testing.assert_allclose(scaled[0].box, found[0].box, atol=1e-4)
+
+
+@pytest.mark.parametrize("module", ["stem", "extra"])
+def test_ssd_detections_and_boxes_equal_the_peer(module):
+    model, path = tiny_ssd()
+    explainer = Explainer(str(path))
+    x = _image()
+    found = explainer.detect(x, score=0.0, iou=0.5)[0][:3]
+    layer = model.get_submodule(module)
+    ours = explainer.explain(x, "gradcam", targets=[found], layers=[_layer(explainer, module)])[0]
+    for k, d in enumerate(found):
+        with GradCAM(model=_Scores(model), target_layers=[layer]) as cam:
+            peer = cam(input_tensor=torch.from_numpy(x), targets=[lambda out, d=d: out[d.anchor, d.class_id]])
+        np.testing.assert_allclose(ours[k], peer[0], atol=TOL)
+    # a Box picks the predicted box of its class with the best IoU + score (FasterRCNNBoxScoreTarget's quantity)
+    with torch.no_grad():
+        boxes, scores = (t[0] for t in model(torch.from_numpy(x)))
+    box = tuple(float(v) + 1.0 for v in boxes[found[1].anchor])
+    overlap = torchvision.ops.box_iou(boxes, torch.tensor([box]))[:, 0].numpy()
+    anchor = int(np.where(overlap >= 0.5, overlap + scores[:, found[1].class_id].numpy(), -np.inf).argmax())
+    chosen = explainer.detection_for(explainer.predict(x)[0], Box(box, found[1].class_id))
+    assert chosen.anchor == anchor
+    with pytest.raises(BadRequest, match="no objectness"):
+        explainer.explain(x, "gradcam", targets=[Detection(found[0].box, found[0].class_id, 0.0, found[0].anchor,
+                                                           terms=("class", "objectness"))])
+
+
+class _Scores(torch.nn.Module):
+    """pytorch-grad-cam explains one output: the SSD's scores (N, A, K)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x)[1]
+
+
+def test_a_declared_ssd_head_without_two_outputs_is_refused():
+    with pytest.raises(BadRequest, match="an ssd head has two outputs.*'output'"):
+        Model(str(tiny_yolo()[1].model.path), head="ssd")
 
 
 def test_gradients_through_the_detector_head_equal_finite_differences():
