@@ -21,11 +21,11 @@ from . import graph as g
 from .errors import GraphError
 from .model_info import ModelInfo, inspect, load
 
-GRAD_PREFIX = "grad::"
-CLASS_WEIGHTS = "class_weights"
-LOGITS = "logits"
-_DELTA = "delta::"
-_SHIFTED = "::shifted"
+GRAD_PREFIX = "camserve::grad::"
+CLASS_WEIGHTS = "camserve::class_weights"
+LOGITS = "camserve::logits"
+_DELTA = "camserve::delta::"
+_SHIFTED = "::camserve::shifted"
 
 
 def bias_terms(model: onnx.ModelProto, info: ModelInfo | None = None) -> list[tuple[str, np.ndarray]]:
@@ -107,7 +107,7 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
         nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
     shown = layers if activations is None else [name for name in layers if name in set(activations)]
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in shown]
-    drop_axis = g.constant_node("grad::drop_seed_axis", np.zeros(4, np.int64))
+    drop_axis = g.constant_node(GRAD_PREFIX + "drop_seed_axis", np.zeros(4, np.int64))
     nodes.append(drop_axis)
     for adjoint, name in zip(adjoints, wrt):
         target = GRAD_PREFIX + name.removeprefix(_DELTA)
@@ -192,7 +192,7 @@ def _drop_deltas(graph: onnx.GraphProto, layers: list[str]) -> list[onnx.NodePro
                 else:
                     node.input[0] = name
             continue
-        shape = name + "::shape"
+        shape = name + "::camserve::shape"
         zeros.append(helper.make_node("Shape", [name], [shape]))
         zeros.append(helper.make_node("ConstantOfShape", [shape], [delta],
                                       value=numpy_helper.from_array(np.zeros(1, np.float32))))
@@ -203,7 +203,7 @@ def _seed_nodes(model: onnx.ModelProto, info: ModelInfo, seed: str, seeds: bool 
     """onnx-ad's seed (the output's shape and a trailing seed axis) from class_weights: a classifier's (N, C, 1)
     with all-zero rows replaced by the one-hot of argmax(logits); any other output's weights as they are, the
     targets axis T of `seeds` moved last."""
-    p = "seed::"
+    p = "camserve::seed::"
     rank = len(info.output_shape)
     if seeds:
         return [helper.make_node("Transpose", [CLASS_WEIGHTS], [seed], perm=[0, *range(2, rank + 1), 1])]

@@ -22,7 +22,7 @@ from .gradients import (
 )
 from .model_info import ModelInfo
 
-HVP_PREFIX = "hvp::"
+HVP_PREFIX = "camserve::hvp::"
 
 
 def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx.ModelProto:
@@ -78,14 +78,14 @@ def add_hessian(model, layers: list[str], info: ModelInfo | None = None) -> onnx
     if info.logits != LOGITS:
         nodes.append(helper.make_node("Identity", [info.logits], [LOGITS]))
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in layers]
-    drop_axes = g.constant_node("hvp::drop_seed_axes", np.zeros(4, np.int64))
+    drop_axes = g.constant_node("camserve::hvp::drop_seed_axes", np.zeros(4, np.int64))
     nodes.append(drop_axes)
     grads = [GRAD_PREFIX + name for name in layers]
     for adjoint, name in zip(adjoints, grads):  # (N, K, h, w, 1) -> (N, K, h, w)
         nodes.append(helper.make_node("Reshape", [adjoint, drop_axes.output[0]], [name]))
     for k, (tangent, name) in enumerate(zip(tangents, layers)):  # (N, K, h, w, 1, layers): this layer's slot
-        slot = g.constant_node(f"hvp::slot::{name}", np.array(k, np.int64))
-        taken = f"hvp::taken::{name}"
+        slot = g.constant_node(f"camserve::hvp::slot::{name}", np.array(k, np.int64))
+        taken = f"camserve::hvp::taken::{name}"
         nodes += [slot, helper.make_node("Gather", [tangent, slot.output[0]], [taken], axis=-1),
                   helper.make_node("Reshape", [taken, drop_axes.output[0]], [HVP_PREFIX + name])]
     outputs += [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in grads]
@@ -100,15 +100,15 @@ def _directions(graph: onnx.GraphProto, layers: list[str], directions: list[str]
     Every reader of a seed input reads the made value instead; one layer needs no zeros at all.
     """
     nodes = []
-    last = g.constant_node("hvp::last_axis", np.array([-1], np.int64))
+    last = g.constant_node("camserve::hvp::last_axis", np.array([-1], np.int64))
     nodes.append(last)
     made = {}
     for k, (name, direction) in enumerate(zip(layers, directions)):
-        column = f"hvp::direction::{name}"
+        column = f"camserve::hvp::direction::{name}"
         if len(layers) == 1:
             nodes.append(helper.make_node("Unsqueeze", [name, last.output[0]], [column]))
         else:
-            unit = g.constant_node(f"hvp::unit::{name}", np.eye(len(layers), dtype=np.float32)[k])
+            unit = g.constant_node(f"camserve::hvp::unit::{name}", np.eye(len(layers), dtype=np.float32)[k])
             nodes += [unit, helper.make_node("Unsqueeze", [name, last.output[0]], [column + "::1"]),
                       helper.make_node("Mul", [column + "::1", unit.output[0]], [column])]
         made[direction] = column

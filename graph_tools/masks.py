@@ -28,12 +28,13 @@ from .errors import GraphError
 from .gradients import CLASS_WEIGHTS
 from .model_info import ModelInfo, inspect, linear_head, linear_layer
 
-MASKS, FILL = "masks", "fill"
-POSITIONS, SPREAD = "positions", "spread"
-MAPS, ROWS, COLS, EPS, SCALE, NOISE, BASELINE = ("maps", "rows_interp", "cols_interp_t", "eps", "scale",
-                                                 "noise", "baseline")
-SCORES, LOGITS = "scores", "logits"
-_P = "inject::"
+_NS = "camserve::"   # every name a rewrite adds: no exported model's tensor can collide with one
+MASKS, FILL = _NS + "masks", _NS + "fill"
+POSITIONS, SPREAD = _NS + "positions", _NS + "spread"
+MAPS, ROWS, COLS, EPS, SCALE, NOISE, BASELINE = (_NS + n for n in ("maps", "rows_interp", "cols_interp_t", "eps",
+                                                                  "scale", "noise", "baseline"))
+SCORES, LOGITS = _NS + "scores", _NS + "logits"
+_P = _NS + "inject::"
 _POOLS = ("GlobalAveragePool", "ReduceMean")
 _BIG = np.iinfo(np.int64).max
 
@@ -94,8 +95,8 @@ def _prepared(model: onnx.ModelProto, info: ModelInfo) -> tuple[onnx.ModelProto,
     graph = result.graph
     logits = info.logits
     if logits in _RESERVED:  # "logits" is a common output name: keep it free for ours
-        g.rename(graph, logits, logits + "::model")
-        logits += "::model"
+        g.rename(graph, logits, logits + "::camserve::model")
+        logits += "::camserve::model"
     g.check_free(graph, _RESERVED, "mask")
     return result, logits
 

@@ -44,7 +44,7 @@ def resizes(model: onnx.ModelProto) -> None:
         scales = np.array([1.0, 1.0] + [o / i for i, o in zip(shape_in[2:], shape_out[2:])], np.float32)
         if any(int(np.floor(np.float32(i) * s)) != o for i, o, s in zip(shape_in[2:], shape_out[2:], scales[2:])):
             continue
-        name = node.output[0] + "::scales"
+        name = node.output[0] + "::camserve::scales"
         graph.initializer.append(numpy_helper.from_array(scales, name))
         if not node.input[1]:
             node.input[1] = ""
@@ -67,7 +67,7 @@ def reshapes(model: onnx.ModelProto, image: str) -> None:
         if not one or not all(isinstance(d, int) for d in one + two) or one[0] != 1 or two[0] != 2 \
                 or one[1:] != two[1:]:
             continue
-        name = node.output[0] + "::shape"
+        name = node.output[0] + "::camserve::shape"
         graph.initializer.append(numpy_helper.from_array(np.array([-1, *one[1:]], np.int64), name))
         node.input[1] = name
 

@@ -105,7 +105,8 @@ def test_bias_terms_fold_batchnorm():
     np.testing.assert_allclose(terms[first], expected.detach().numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_reserved_output_names_and_dead_tensors_are_refused():
+def test_user_tensors_named_like_ours_work_and_reserved_names_and_dead_tensors_are_refused():
+    """An exported model's `logits` and `scores` tensors are its own: the rewrite's names live under camserve::."""
     from onnx import TensorProto, helper, numpy_helper
     w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
     f = numpy_helper.from_array(np.ones((5, 4), np.float32), "f")
@@ -117,7 +118,18 @@ def test_reserved_output_names_and_dead_tensors_are_refused():
                               [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 5]),
                                helper.make_tensor_value_info("side", TensorProto.FLOAT, None)], [w, f])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
-    with pytest.raises(gt.GraphError, match="reserve"):
-        gt.add_gradients(model, ["c"])
+    import onnxruntime as ort
+    rewritten = gt.add_gradients(model, ["c"])
+    session = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((2, 3, 8, 8), np.float32)
+    scores, acts, grads = session.run([gt.LOGITS, "c", gt.GRAD_PREFIX + "c"],
+                                      {"x": x, gt.CLASS_WEIGHTS: np.eye(5, dtype=np.float32)[:2]})
+    assert scores.shape == (2, 5) and grads.shape == acts.shape == (2, 4, 6, 6)
     with pytest.raises(gt.GraphError, match="does not feed the logits"):
         gt.add_gradients(model, ["side"])
+    taken = helper.make_model(helper.make_graph(
+        nodes[:-1] + [helper.make_node("Mul", ["logits", "logits"], [gt.LOGITS])], "g", list(graph.input),
+        [helper.make_tensor_value_info(gt.LOGITS, TensorProto.FLOAT, ["N", 5])], [w, f]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    with pytest.raises(gt.GraphError, match="reserve"):
+        gt.add_gradients(taken, ["c"], info=gt.inspect(taken, output="logits"))

@@ -12,6 +12,7 @@ from pytorch_grad_cam import GradCAM, HiResCAM, LayerCAM
 from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
 from camserve import Explainer, Model
+from camserve.graph_tools import GRAD_PREFIX
 from camserve.service.errors import BadRequest
 from camserve.targets import Box, Detection, Region, Similarity
 from zoo import CACHE, TinySSD, TinyYolo, layer_for_module, photos
@@ -288,7 +289,7 @@ def test_gradients_through_the_detector_head_equal_finite_differences():
     top = explainer.detect(x, score=0.0)[0][0]
     layer = _layer(explainer, "down4")
     out = explainer._context.gradients([layer], x, explainer._weights(explainer.predict(x), [[top]])[:, 0])
-    grad, acts = out["grad::" + layer], out[layer]
+    grad, acts = out[GRAD_PREFIX + layer], out[layer]
     # f(A) = the detection's class score as a function of the layer: the torch tail after down4
     def score(a: np.ndarray) -> float:
         with torch.no_grad():
@@ -449,7 +450,7 @@ def test_gradients_through_an_in_graph_nms_equal_finite_differences_and_the_raw_
     with torch.no_grad():
         score = lambda z: float(model(torch.from_numpy(z.astype(np.float32)))[0, 0, 4].double())  # noqa: E731
         fd = (score(x + eps * direction) - score(x - eps * direction)) / (2 * eps)
-    assert (grad["grad::input"] * direction).sum() == pytest.approx(fd, rel=2e-2)
+    assert (grad[GRAD_PREFIX + "input"] * direction).sum() == pytest.approx(fd, rel=2e-2)
     # its map (every scale fused: the others' gradients are 0) equals the raw head's at that detection's anchor
     _, raw_explainer = tiny_yolo()
     anchor = next(d.anchor for d in raw_explainer.detect(x, score=0.0, iou=1.0)[0]

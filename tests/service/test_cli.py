@@ -30,10 +30,12 @@ def test_rewrite_writes_a_runnable_gradient_graph(tmp_path):
     layer = "/features/features.17/conv/conv.2/Conv_output_0"
     assert main(["rewrite", str(MODEL / "1" / "model.onnx"), "--layers", layer, "-o", str(out)]) == 0
     model = onnx.load(str(out))
-    assert [o.name for o in model.graph.output] == ["logits", layer, "grad::" + layer]
+    # the names the rewrite adds live under camserve::, where no exported tensor is
+    assert [o.name for o in model.graph.output] == ["camserve::logits", layer, "camserve::grad::" + layer]
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = np.zeros((3, 3, 224, 224), np.float32)
-    logits, acts, grads = session.run(None, {"input": x, "class_weights": np.zeros((3, 1000), np.float32)})
+    logits, acts, grads = session.run(None, {"input": x,
+                                             "camserve::class_weights": np.zeros((3, 1000), np.float32)})
     assert logits.shape == (3, 1000) and acts.shape == grads.shape == (3, 320, 7, 7)
 
 
