@@ -34,8 +34,11 @@ def _option(text: str) -> tuple[str, object]:
 def cmd_inspect(args) -> None:
     from ..graph_tools.model_info import PROBE_SIZE
     from .model import Model
-    info = Model(args.model).info    # with config.json's declarations (kind, output, head)
+    model = Model(args.model)
+    info = model.info    # with config.json's declarations (kind, output, head)
     print(f"input   {info.input_name} {list(info.input_shape)} {info.layout}")
+    if model.precision != "float32":
+        print(f"precision  {model.precision} (explained through a float32 copy of the graph)")
     note = " (the graph's Softmax output is skipped)" if info.softmax_removed else ""
     print(f"kind    {info.kind}" + (f" (head {info.head})" if info.head else ""))
     name = "logits " if info.kind == "classifier" else "output "

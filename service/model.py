@@ -42,7 +42,13 @@ class Model:
             config, graph = ModelConfig(Path(""), "model"), source
         try:
             kind, output, head = kind or config.kind, output or config.output, head or config.head
-            folded = gt.explainable(gt.fold_constants(gt.copy(gt.load(graph))), kind, output, head)
+            loaded = gt.copy(gt.load(graph))
+            # an fp16 export is explained through a float32 copy of itself: ONNX Runtime's CPU provider has few
+            # fp16 kernels, and float16 gradients through deep nets underflow (see docs/formats.md)
+            self.precision = "float16" if gt.has_float16(loaded) else "float32"
+            if self.precision == "float16":
+                loaded = gt.to_float32(loaded)
+            folded = gt.explainable(gt.fold_constants(loaded), kind, output, head)
             self.info = gt.inspect(folded, kind, output, head)
         except gt.GraphError as error:
             raise BadRequest(str(error), "model") from error

@@ -442,7 +442,7 @@ class Preprocessing(_message.Message):
     def __init__(self, resize: _Optional[int] = ..., crop: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ..., color: _Optional[str] = ..., scale: _Optional[float] = ..., letterbox: _Optional[int] = ..., pad: _Optional[int] = ...) -> None: ...
 
 class ModelDescription(_message.Message):
-    __slots__ = ("name", "version", "input_name", "input_shape", "layout", "num_classes", "labels", "default_layer", "layers", "preprocessing", "kind", "head", "output_shape")
+    __slots__ = ("name", "version", "input_name", "input_shape", "layout", "num_classes", "labels", "default_layer", "layers", "preprocessing", "kind", "head", "output_shape", "precision")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -456,6 +456,7 @@ class ModelDescription(_message.Message):
     KIND_FIELD_NUMBER: _ClassVar[int]
     HEAD_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     input_name: str
@@ -469,7 +470,8 @@ class ModelDescription(_message.Message):
     kind: str
     head: str
     output_shape: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[str]] = ..., layout: _Optional[str] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., default_layer: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerDescription, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., kind: _Optional[str] = ..., head: _Optional[str] = ..., output_shape: _Optional[_Iterable[str]] = ...) -> None: ...
+    precision: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., input_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[str]] = ..., layout: _Optional[str] = ..., num_classes: _Optional[int] = ..., labels: _Optional[_Iterable[str]] = ..., default_layer: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerDescription, _Mapping]]] = ..., preprocessing: _Optional[_Union[Preprocessing, _Mapping]] = ..., kind: _Optional[str] = ..., head: _Optional[str] = ..., output_shape: _Optional[_Iterable[str]] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class ListMethodsRequest(_message.Message):
     __slots__ = ()

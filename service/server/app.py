@@ -89,7 +89,7 @@ async def serve(config: ServerConfig, ready=None) -> None:
                  # clients' keepalive pings (service.client pings every 10 s) find replicas that stopped answering
                  ("grpc.keepalive_permit_without_calls", 1),
                  ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-                 *connection_age(config.max_connection_age)])
+                 *connection_age(config.max_connection_age, config.grace)])
     servicer = ExplainServicer(repository, batcher, config.limits, metrics)
     checker = add_services(server, servicer)
     address = f"{config.host}:{config.port}"
@@ -131,12 +131,14 @@ async def serve(config: ServerConfig, ready=None) -> None:
     log.info("stopped")
 
 
-def connection_age(seconds: float | None) -> list[tuple[str, int]]:
-    """Channel arguments closing each connection after `seconds`; its calls in flight get as long again."""
+def connection_age(seconds: float | None, grace: float = 0.0) -> list[tuple[str, int]]:
+    """Channel arguments closing each connection after `seconds`; its calls in flight then get as long again, and
+    at least `grace` (the server's shutdown grace: a call slower than the age, on a loaded machine, must finish
+    rather than fail UNAVAILABLE, which the client cannot retry once the call has started)."""
     if not seconds:
         return []
     return [("grpc.max_connection_age_ms", int(seconds * 1000)),
-            ("grpc.max_connection_age_grace_ms", int(seconds * 1000))]
+            ("grpc.max_connection_age_grace_ms", int(max(seconds, grace) * 1000))]
 
 
 def add_services(server, servicer):

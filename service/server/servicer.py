@@ -236,7 +236,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
                                            std=spec.std, color=spec.color, scale=spec.scale,
                                            letterbox=spec.letterbox or 0, pad=spec.pad),
-            kind=explainer.kind, head=info.head or "", output_shape=[str(d) for d in info.output_shape])
+            kind=explainer.kind, head=info.head or "", output_shape=[str(d) for d in info.output_shape],
+            precision=explainer.model.precision)
 
     @observed("ListMethods")
     async def ListMethods(self, request, context) -> pb.ListMethodsResponse:
