@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from . import contrib, static
 from . import graph as g
-from . import static
 from .errors import GraphError
 
 # Spatial size assumed for shape inference when the model leaves H and W symbolic.
@@ -264,8 +264,10 @@ def join_split_head(model: onnx.ModelProto, boxes: str, scores: str) -> onnx.Mod
 
 def explainable(model: onnx.ModelProto, kind: str | None = None, output: str | None = None,
                 head: str | None = None) -> onnx.ModelProto:
-    """The model as camserve explains it: a split detector head (boxes and scores apart) joined into one output,
-    where nothing declared says otherwise; changed in place."""
+    """The model as camserve explains it, changed in place: ONNX Runtime's fused contrib ops split into standard
+    ones (contrib.unfuse), and a split detector head (boxes and scores apart) joined into one output where nothing
+    declared says otherwise."""
+    contrib.unfuse(model)
     if output is None and kind in (None, "detector") and head in (None, "ssd"):
         pair = split_head(model)
         if pair is not None:
@@ -284,8 +286,9 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     (SSD/RetinaNet-style) head is read through its joined output SPLIT_HEAD (see `explainable`).
     """
     model = load(source)
-    if isinstance(source, onnx.ModelProto) and not any(o.name == SPLIT_HEAD for o in model.graph.output) \
-            and split_head(model) is not None and output is None and kind in (None, "detector"):
+    if isinstance(source, onnx.ModelProto) and (contrib.contrib_ops(model) or (
+            not any(o.name == SPLIT_HEAD for o in model.graph.output) and output is None
+            and kind in (None, "detector") and split_head(model) is not None)):
         model = copy.deepcopy(model)   # a caller's proto is not changed
     model = explainable(model, kind, output, head)
     if any(o.name == SPLIT_HEAD for o in model.graph.output) and output is None:

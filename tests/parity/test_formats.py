@@ -15,6 +15,7 @@ from onnxconverter_common import float16
 
 from camserve import Explainer, Model
 from camserve.graph_tools import inspect
+from camserve.service.errors import BadRequest
 from zoo import CACHE, photos
 
 FOLDER = CACHE.parent / "formats"
@@ -74,3 +75,69 @@ def test_the_fp16_input_and_output_types_are_float32_in_the_copy():
     assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     info = inspect(Model(half).graph)
     assert info.kind == "classifier" and info.num_classes == 1000 and len(info.layers) > 20
+
+
+# -- files ONNX Runtime saved after its own graph optimisation -------------------------------------------------------
+def _saved(name: str, level) -> str:
+    import onnxruntime as ort
+    path = FOLDER / f"{name}_{level.name.lower()}.onnx"
+    if not path.exists():
+        options = ort.SessionOptions()
+        options.graph_optimization_level, options.optimized_model_filepath = level, str(path)
+        fp32(name)
+        ort.InferenceSession(str(FOLDER / f"{name}.onnx"), options, providers=["CPUExecutionProvider"])
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_files_saved_at_the_extended_level_are_explained_like_their_source(name):
+    import onnxruntime as ort
+    path = _saved(name, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    fused = [n for n in onnx.load(path).graph.node if n.domain == "com.microsoft"]
+    assert fused and {n.op_type for n in fused} <= {"FusedConv", "FusedGemm"}
+    saved, source = Explainer(path, threads=2), Explainer(fp32(name), threads=2)
+    assert saved.model.default_layer == source.model.default_layer == ARCHITECTURES[name]
+    x = photos(224)[:1]
+    for method in ("gradcam", "gradcam++", "layercam", "fullgrad", "scorecam"):
+        np.testing.assert_allclose(saved.explain(x, method), source.explain(x, method), atol=1e-5)
+
+
+def test_files_saved_at_the_all_level_are_refused_naming_the_ops_and_the_level_to_use():
+    import onnxruntime as ort
+    path = _saved("resnet18", ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    with pytest.raises(BadRequest, match=r"com\.microsoft\.nchwc\.Conv x\d+.*'all' level.*ORT_ENABLE_BASIC"):
+        Model(path)
+
+
+def test_unfused_conv_and_gemm_equal_onnx_runtimes_own_kernels():
+    """FusedConv with a sum input and Clip, FusedGemm with LeakyRelu: ONNX Runtime runs the fused graph, and the
+    standard graph camserve rewrites it to gives the same numbers."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from camserve.graph_tools import contrib
+
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), n)
+               for n, s in (("w", (4, 3, 3, 3)), ("b", (4,)), ("g", (5, 64)), ("c", (5,)))]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1]),
+             helper.make_node("FusedConv", ["x", "w", "b", "z"], ["y"], domain="com.microsoft", pads=[1, 1, 1, 1],
+                              activation="Clip", activation_params=[-0.5, 0.7]),
+             helper.make_node("AveragePool", ["y"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("FusedGemm", ["f", "g", "c"], ["out"], domain="com.microsoft", transB=1,
+                              activation="LeakyRelu", activation_alpha=0.1)]
+    graph = helper.make_graph(nodes, "fused", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 5]),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 8, 8])], weights)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    fused = ort.InferenceSession(model.SerializeToString(), plain, providers=["CPUExecutionProvider"])
+    unfused = contrib.unfuse(onnx.load_from_string(model.SerializeToString()))
+    assert not contrib.contrib_ops(unfused)
+    standard = ort.InferenceSession(unfused.SerializeToString(), plain, providers=["CPUExecutionProvider"])
+    for theirs, ours in zip(fused.run(None, {"x": x}), standard.run(None, {"x": x})):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
