@@ -147,6 +147,8 @@ def cmd_explain(args) -> None:
             target = int(np.asarray(result.targets).reshape(-1)[k])
             name = type(t).__name__ if t is not None else "class"
             print(f"  map {k}: {name} {target} '{model.label(target)}'" if target >= 0 else f"  map {k}: {t}")
+        if result.warnings and result.warnings[k]:
+            print(f"  warning, map {k}: {result.warnings[k]}", file=sys.stderr)
     if args.save_map:
         Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save_map, maps[0] if len(maps) == 1 else maps)
@@ -336,6 +338,8 @@ def explain_remote(args) -> None:
                   f"{d.y1:.0f})")
         else:
             print(f"  map {k}: class {item.class_id} '{item.label}' p={item.score:.3f}")
+        if item.warning:
+            print(f"  warning, map {k}: {item.warning}", file=sys.stderr)
     if args.save_map:
         Path(args.save_map).parent.mkdir(parents=True, exist_ok=True)
         maps = Client.maps(reply)[0]

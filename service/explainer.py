@@ -32,6 +32,7 @@ class Explanation:
     class_maps: np.ndarray | None = None   # (N, classes, h, w) raw maps of every class, where a run gives them
     options: dict = field(default_factory=dict)   # every option the method ran with, defaults included
     target_objects: list | None = None     # per image, the camserve.targets it explains (None: class rows)
+    warnings: list[str] = field(default_factory=list)   # per map, why it came back blank ("" where it did not)
 
 
 class Explainer:
@@ -173,6 +174,7 @@ class Explainer:
                                        _picks=None if picks is None else picks[k::t], **options) for k in range(t)]
             result = parts[0]
             result.maps = np.stack([p.maps for p in parts], axis=1).reshape(-1, *parts[0].maps.shape[1:])
+            result.warnings = [p.warnings[i] for i in range(len(x)) for p in parts]
         if in_box:
             result.maps = self._in_boxes(result.maps, output, chosen)
         result.maps = result.maps.reshape(len(x), t, *result.maps.shape[1:]) if t > 1 else result.maps
@@ -299,7 +301,9 @@ class Explainer:
             layers = spec.run.layers(self.model, layers)
             result = spec.run(self._context, x, rows, layers, options)
             with one_blas_thread():
-                return self._maps(spec, result, x.shape[-2:], fusion, options, _picks)
+                explanation = self._maps(spec, result, x.shape[-2:], fusion, options, _picks)
+            explanation.warnings = blank_map_warnings(explanation.maps, result, spec.gradients)
+            return explanation
         except gt.GraphError as error:
             raise BadRequest(str(error), "layers") from error
 
@@ -329,3 +333,34 @@ class Explainer:
 
 def _methods_for(kind: str) -> list[str]:
     return sorted(name for name, spec in METHODS.items() if kind in spec.kinds)
+
+
+def blank_map_warnings(maps: np.ndarray, result: Result, gradients: bool) -> list[str]:
+    """Per map, why it is blank (all zero) where it is, so that no explanation fails silently: the model's output
+    is not finite; the target's gradient at every layer is zero; or the method's weighted sum is nowhere positive
+    (ReLU leaves nothing); or, for a method without gradients, the scores it weighs did not move."""
+    flat = maps.reshape(len(maps), -1)
+    blank = np.flatnonzero(flat.max(axis=1) <= 0) if len(flat) else []
+    warnings = [""] * len(maps)
+    if not len(blank):
+        return warnings
+    logits = np.asarray(result.logits)
+    evidence = result.evidence if isinstance(result.evidence, list) else []
+    layers = ", ".join(ev.name for ev in evidence) or "the input"
+    grads = [ev.fusion_evidence()[1] for ev in evidence if hasattr(ev, "fusion_evidence")]
+    for r in blank:
+        if not np.isfinite(logits).all():
+            warnings[r] = "blank map: the model's output is not finite for this input"
+        elif gradients and grads and all(g.size % len(maps) == 0 and not np.any(g.reshape(len(maps), -1)[r])
+                                         for g in grads):
+            warnings[r] = (f"blank map: the target's gradient is zero at {layers} (the target does not depend on "
+                           "the layer, e.g. another head scale's branch, or its activations are saturated)")
+        elif gradients:
+            warnings[r] = (f"blank map: the gradient-weighted sum of the activations at {layers} is nowhere positive, "
+                           "so ReLU leaves nothing; element-wise methods (hirescam, layercam) or relu=False show "
+                           "what is there")
+        else:
+            warnings[r] = ("blank map: the scores this method weighs did not change with its perturbations (an "
+                           "output near zero or saturated for this target)")
+    return warnings
+

@@ -231,20 +231,22 @@ class Detection(_message.Message):
     def __init__(self, x0: _Optional[float] = ..., y0: _Optional[float] = ..., x1: _Optional[float] = ..., y1: _Optional[float] = ..., class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., original_box: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Explanation(_message.Message):
-    __slots__ = ("class_id", "label", "score", "map", "overlay_png", "detection")
+    __slots__ = ("class_id", "label", "score", "map", "overlay_png", "detection", "warning")
     CLASS_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     MAP_FIELD_NUMBER: _ClassVar[int]
     OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
     DETECTION_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     class_id: int
     label: str
     score: float
     map: Tensor
     overlay_png: bytes
     detection: Detection
-    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ...) -> None: ...
+    warning: str
+    def __init__(self, class_id: _Optional[int] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., map: _Optional[_Union[Tensor, _Mapping]] = ..., overlay_png: _Optional[bytes] = ..., detection: _Optional[_Union[Detection, _Mapping]] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class ImageExplanations(_message.Message):
     __slots__ = ("explanations",)

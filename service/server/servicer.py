@@ -322,7 +322,8 @@ def _fill(response, result, probabilities, inputs: _Inputs, repeat: int, model, 
         for k in range(i * repeat, (i + 1) * repeat):
             cam, target = result.maps[k], int(result.targets[k])
             item = group.explanations.add(class_id=target, label=model.label(target),
-                                          score=float(probabilities[k, target]))
+                                          score=float(probabilities[k, target]),
+                                          warning=result.warnings[k] if result.warnings else "")
             shown = inputs.shown[i]
             if original:
                 cam, shown = images.unfit(cam, inputs.originals[i].shape[:2], model.preprocessing), inputs.originals[i]
@@ -417,7 +418,8 @@ def _fill_objects(response, result, explained, inputs: _Inputs, model, request: 
             class_id = found.class_id if found is not None else getattr(target, "class_id", None)
             item = group.explanations.add(class_id=-1 if class_id is None else class_id,
                                           label="" if class_id is None else model.label(class_id),
-                                          score=0.0 if found is None else found.score)
+                                          score=0.0 if found is None else found.score,
+                                          warning=result.warnings[i * maps.shape[1] + t] if result.warnings else "")
             box = None if found is None else found.box
             if found is not None:
                 item.detection.CopyFrom(pb.Detection(x0=box[0], y0=box[1], x1=box[2], y1=box[3],

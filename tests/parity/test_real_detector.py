@@ -153,3 +153,17 @@ def test_camserve_evaluate_scores_the_face_against_nudenets_box(peer, photo, tmp
         assert metrics["matched"] == 100.0 and metrics["pointing_game"] == 100.0, (method, metrics)
         assert metrics["energy_in_box"] > 3 * metrics["box_share"], (method, metrics)
         assert metrics["insertion_auc"] > metrics["deletion_auc"], (method, metrics)
+
+
+def test_blank_maps_come_back_with_the_reason(explainer, photo):
+    """On camserve's letterbox of the photo the face's Grad-CAM is blank (its pooled weights make the sum negative
+    everywhere), and at the stride-32 branch a stride-16 detection has no gradient: each map says why."""
+    rgb, _ = photo
+    x = to_tensor(rgb, LETTERBOX)
+    face = explainer.detect(x)[0][0]
+    result = explainer.explain_full(x, "gradcam", targets=[[face]])
+    assert result.maps.max() == 0 and "nowhere positive" in result.warnings[0] and "hirescam" in result.warnings[0]
+    other = explainer.explain_full(x, "gradcam", targets=[[face]], layers=["/model.21/cv2/act/Mul_output_0"])
+    assert other.maps.max() == 0 and "gradient is zero at /model.21/cv2/act/Mul_output_0" in other.warnings[0]
+    fine = explainer.explain_full(x, "hirescam", targets=[[face]])
+    assert fine.maps.max() == pytest.approx(1.0) and fine.warnings == [""]

@@ -293,3 +293,17 @@ def test_the_cli_evaluates_a_detector_on_a_folder_with_boxes(repository, tmp_pat
                               "--methods", "cam", "--dataset", str(tmp_path / "data"), "--out", str(tmp_path / "x")],
                              capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert refused.returncode != 0 and "'cam' scores classes only" in refused.stderr
+
+
+def test_a_blank_map_says_why_over_grpc(stub, repository):
+    explainer, x, _ = local(repository, "yolo")
+    found = [d for d in explainer.detect(x, score=0.0)[0] if d.anchor < 64][0]   # a stride-8 detection
+    coarse = explainer.info.scales[-1][2]                                        # the stride-32 branch
+    expected = explainer.explain_full(x, "gradcam", targets=[[found]], layers=[coarse]).warnings
+    assert "gradient is zero" in expected[0]
+    box = tuple(float(v) for v in found.box)
+    request = Client.request([PHOTO], "gradcam", "yolo", {"objects": [[Box(box, found.class_id, iou=0.99)]]},
+                             layers=[coarse], detect={"score": 0.0})
+    item = stub.Explain(request).images[0].explanations[0]
+    assert item.detection.class_id == found.class_id and item.warning == expected[0]
+    assert not served(item).any()
