@@ -25,8 +25,9 @@ SPLIT_HEAD = "camserve::boxes_scores"
 # single-stage detectors predict at these strides (P3-P5; P6 models add 64)
 _STRIDES = ((8, 16, 32), (8, 16, 32, 64))
 _DECLARE = ('declare it: "kind" (one of classifier, segmenter, detector, embedding), "output" (the tensor targets '
-            'weigh) and, for a detector, "head" (yolov8: N x (4+K) x A, yolov5: N x A x (5+K), nms: N x D x 6) in '
-            'config.json, or Model(path, kind=..., output=..., head=...)')
+            'weigh) and, for a detector, "head" (yolov8: N x (4+K) x A, yolov5: N x A x (5+K), nms: N x D x 6, '
+            'ssd: boxes N x A x 4 and scores N x A x K) in config.json, or Model(path, kind=..., output=..., '
+            'head=...)')
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,20 @@ class Explainer:
     """CAM explanations for one ONNX image model.
 
     model: a Model, or what builds one (a .onnx file, a model folder with its config.json, bytes, a
-    ModelProto). Rewritten graphs are built on first use and their sessions cached by the Runtime
+    ModelProto); `declared` are Model's keywords (output="logits", kind, head, labels, preprocessing, ...). Rewritten
+    graphs are built on first use and their sessions cached by the Runtime
     (at most `max_sessions`). Perturbation methods run at most `perturbation_budget` images' worth of
     perturbed tensors per run.
     """
 
     def __init__(self, model: Model | str | Path | bytes | onnx.ModelProto, providers: list[str] | None = None,
-                 threads: int | None = None, perturbation_budget: int = 32, max_sessions: int | None = None):
+                 threads: int | None = None, perturbation_budget: int = 32, max_sessions: int | None = None,
+                 **declared):
         self.perturbation_budget = count(perturbation_budget, "perturbation_budget", "perturbation_budget")
-        self.model = model if isinstance(model, Model) else Model(model)
+        if isinstance(model, Model) and declared:
+            raise BadRequest(f"declare {', '.join(declared)} when building the Model, not on an Explainer of one",
+                             "model")
+        self.model = model if isinstance(model, Model) else Model(model, **declared)
         bound = {} if max_sessions is None else {"max_sessions": max_sessions}   # None: the Runtime's default
         self.runtime = Runtime(providers, threads, **bound)
         self._context = Context(self.model, self.runtime, self.perturbation_budget)

@@ -229,3 +229,22 @@ def test_integrative_layer_map_is_plusplus_weights_plus_the_bias_term(get_explai
         bias_term = np.einsum("k,nkhw->nhw", bias, grads)
         assert np.abs(bias_term).max() > 1e-6
         np.testing.assert_allclose(integ, plus + bias_term, rtol=1e-4, atol=1e-6)
+
+
+def test_the_explained_output_is_named_on_the_explainer_too():
+    """A two-output model (an embedding, then the logits): the first output is read unless one is named."""
+    import onnx
+    from onnx import helper
+
+    from camserve.service import Explainer
+    from camserve.service.model import Model
+    graph = onnx.load(str(Path(__file__).resolve().parents[2] / "models" / "mobilenet_v2" / "1" / "model.onnx"))
+    pooled = next(n.output[0] for n in graph.graph.node if n.op_type in ("GlobalAveragePool", "ReduceMean"))
+    logits = graph.graph.output[0].name
+    graph.graph.output.insert(0, helper.make_tensor_value_info(pooled, onnx.TensorProto.FLOAT, None))
+    named = Explainer(graph.SerializeToString(), threads=2, output=logits)
+    assert named.kind == "classifier" and named.info.logits == logits and named.info.num_classes == 1000
+    with pytest.raises(BadRequest, match="matches no model kind.*declare it"):   # the first output: (N, 1280, 1, 1)
+        Explainer(graph.SerializeToString(), threads=2)
+    with pytest.raises(BadRequest, match="declare output when building the Model"):
+        Explainer(Model(graph.SerializeToString(), output=logits), output=logits)
