@@ -7,8 +7,9 @@ from .graph import copy, fold_constants
 from .hessian import HVP_PREFIX, add_hessian
 from .model_info import SPLIT_HEAD, Layer, ModelInfo, classifier_weights, explainable, inspect, load
 from .precision import has_float16, to_float32
+from .quant import STE
 
 __all__ = ["GraphError", "Layer", "ModelInfo", "inspect", "load", "make_batch_dynamic", "fix_spatial_size", "expose",
            "add_gradients", "bias_terms", "conv_blocks", "classifier_weights", "GRAD_PREFIX",
            "CLASS_WEIGHTS", "LOGITS", "copy", "fold_constants", "add_hessian", "HVP_PREFIX", "explainable",
-           "SPLIT_HEAD", "has_float16", "to_float32"]
+           "SPLIT_HEAD", "has_float16", "to_float32", "STE"]

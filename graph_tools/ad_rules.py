@@ -25,6 +25,8 @@ from onnx import numpy_helper
 from onnx_ad import _passes, rules
 from onnx_ad._build import Context, UnsupportedOperator
 
+from .quant import STE_PREFIX
+
 # The operations whose stock rules walk a subgraph body with _passes.reverse_nodes (onnx_ad/control.py).
 _SUBGRAPH_OPS = ("If", "Scan", "Loop")
 
@@ -60,9 +62,27 @@ def _rule_table(reverse_nodes) -> dict:
     table["LpPool"] = _rebound(rules.REVERSE["LpPool"], _window_spread=_window_spread)
     table["Resize"] = table["Upsample"] = functools.partial(_resize_reverse, rules.REVERSE["Resize"])
     table["Slice"] = functools.partial(_slice_reverse, rules.REVERSE["Slice"])
+    table["Round"] = functools.partial(_round_reverse, rules.REVERSE["Round"])
+    table["Clip"] = functools.partial(_clip_reverse, rules.REVERSE["Clip"])
     for op in _SUBGRAPH_OPS:
         table[op] = _rebound(rules.REVERSE[op], reverse_nodes=reverse_nodes)
     return table
+
+
+def _round_reverse(stock, ctx, node, grads):
+    """The straight-through estimator for the rounding of a quantisation rewritten as float (quant.STE_PREFIX):
+    the gradient passes unchanged; any other Round keeps its zero derivative."""
+    if node.name.startswith(STE_PREFIX):
+        return [grads[0]]
+    return stock(ctx, node, grads)
+
+
+def _clip_reverse(stock, ctx, node, grads):
+    """A quantisation's saturation under the straight estimator (named STE_PREFIX...::pass) passes the gradient
+    unchanged; every other Clip (the clipped estimator's included) zeroes it outside its range."""
+    if node.name.startswith(STE_PREFIX) and node.name.endswith("::pass"):
+        return [grads[0]] + [None] * (len(node.input) - 1)
+    return stock(ctx, node, grads)
 
 
 def _rebound(fn: types.FunctionType, **names) -> types.FunctionType:

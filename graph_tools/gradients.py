@@ -16,7 +16,7 @@ import onnx
 import onnx_ad
 from onnx import TensorProto, helper, numpy_helper
 
-from . import ad_rules, static
+from . import ad_rules, quant, static
 from . import graph as g
 from .errors import GraphError
 from .model_info import ModelInfo, inspect, load
@@ -59,7 +59,7 @@ def bias_terms(model: onnx.ModelProto, info: ModelInfo | None = None) -> list[tu
 
 def add_gradients(model, layers: list[str], input_gradient: bool = False,
                   activations: list[str] | None = None, info: ModelInfo | None = None,
-                  seeds: bool = False) -> onnx.ModelProto:
+                  seeds: bool = False, ste: str = "straight") -> onnx.ModelProto:
     """A graph with inputs (image, class_weights) and outputs, in this order:
 
     `logits` (the output targets weigh, `info.logits`), the activation of each layer (its own tensor
@@ -83,6 +83,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     work, stripped = static.without_weights(model)
     g.fold_constants(work)
     static.make_static(work, info.input_name)
+    if quant.has_qdq(work):   # a QDQ int8 model: its activation quantisation differentiated straight through
+        quant.fake_quantized(work, stripped, ste)
     graph = work.graph
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))

@@ -31,7 +31,7 @@ class Model:
     def __init__(self, source: str | Path | bytes | onnx.ModelProto, *, name: str | None = None,
                  labels: list[str] | None = None, preprocessing: Preprocessing | None = None,
                  default_layer: str | None = None, kind: str | None = None, output: str | None = None,
-                 head: str | None = None, box_units: str | None = None):
+                 head: str | None = None, box_units: str | None = None, ste: str | None = None):
         if isinstance(source, (str, Path)):
             try:
                 config = load_config(source)
@@ -61,6 +61,9 @@ class Model:
         self.labels = list(labels if labels is not None else config.labels)
         self.preprocessing = preprocessing or config.preprocessing
         self.default_layer = default_layer or config.default_layer or self.info.default_layer
+        self.ste = ste or config.ste   # a QDQ model's gradient through its quantisation (graph_tools.quant)
+        if self.ste not in gt.STE:
+            raise BadRequest(f"ste must be one of {', '.join(gt.STE)}, got {self.ste!r}", "model")
         self.box_units = box_units or config.box_units
         if self.box_units not in ("pixels", "normalized"):
             raise BadRequest(f'box_units must be "pixels" or "normalized", got {self.box_units!r}', "model")

@@ -20,6 +20,7 @@ class ModelConfig:
     output: str | None = None                   # the tensor targets weigh; None: the first output
     head: str | None = None                     # a detector's head layout (yolov8, yolov5, nms, ssd)
     box_units: str = "pixels"                   # a detector's boxes: "pixels" of the input, or "normalized" to 0-1
+    ste: str = "straight"                       # a QDQ model's gradient estimator: "straight" or "clipped"
 
     def label(self, class_id: int) -> str:
         return self.labels[class_id] if 0 <= class_id < len(self.labels) else str(class_id)
@@ -54,4 +55,4 @@ def load_config(location: str | Path) -> ModelConfig:
     return ModelConfig(onnx_path, config.get("name", name), list(config.get("labels", [])),
                        Preprocessing.from_dict(config.get("preprocessing")), config.get("default_layer"),
                        config.get("kind"), config.get("output"), config.get("head"),
-                       config.get("box_units", "pixels"))
+                       config.get("box_units", "pixels"), config.get("ste", "straight"))

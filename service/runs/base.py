@@ -48,7 +48,8 @@ class Context:
         shown = tuple(layers if shown is None else shown)
         seeds = rows.ndim == len(self.info.output_shape) + 1
         key = ("gradients", tuple(layers), input_gradient, shown, seeds, *size)
-        build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info, seeds)  # noqa: E731
+        build = lambda: gt.add_gradients(base(), layers, input_gradient, list(shown), self.info, seeds,  # noqa: E731
+                                         self.model.ste)
         out = self.runtime.run(key, build, {self.info.input_name: self.model.feed(x), gt.CLASS_WEIGHTS: rows})
         out[self.info.logits] = out[gt.LOGITS]
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
