@@ -43,6 +43,7 @@ bench: install-dev
 	$(BIN)/python bench/perturbation_family.py
 	$(BIN)/python bench/metrics.py
 	$(BIN)/python bench/detection.py
+	$(BIN)/python bench/formats.py
 
 # docs/results.md's numbers: every method on two real models (hours on a 2-core CPU)
 results: install-dev
