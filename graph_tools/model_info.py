@@ -313,12 +313,13 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     else:
         num_classes = logit_dims[-1] if isinstance(logit_dims[-1], int) else None
     needed = g.ancestors(model.graph, [logits])
+    channels_last = {name for name, at in tensor_layouts(model, value.name, layout).items() if at == "NHWC"}
     layers = []
     for node in model.graph.node:
         for out in node.output:
             info = values.get(out)
-            if out not in needed or out == logits or info is None:
-                continue
+            if out not in needed or out == logits or info is None or out in channels_last:
+                continue   # a channels-last tensor inside an NCHW graph (ConvNeXt's LayerNorms) is not (N, C, h, w)
             if info.type.tensor_type.elem_type != TensorProto.FLOAT:
                 continue
             shape = g.dims(info)
@@ -336,6 +337,43 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
         default = _dominator(model, layers, logits) or default
     return ModelInfo(value.name, tuple(g.dims(value)), layout, logits, num_classes, removed,
                      tuple(layers), default, kind, tuple(logit_dims), head, scales)
+
+
+# ops whose 4-D output is NCHW by the ONNX spec, whatever their input's layout was
+_NCHW_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
+             "BatchNormalization", "InstanceNormalization", "LRN", "DepthToSpace", "SpaceToDepth", "MaxUnpool"}
+# ops whose output has their 4-D operands' layout (element-wise, or along the last axis: LayerNorm, a Linear layer)
+_SAME_LAYOUT = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "HardSigmoid", "HardSwish",
+                "Tanh", "Softplus", "Mish", "Erf", "Clip", "Identity", "Dropout", "Cast", "Neg", "Abs", "Sqrt",
+                "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Where", "LayerNormalization", "MatMul",
+                "Resize", "Upsample", "Pad"}
+_TO_NHWC, _TO_NCHW = [0, 2, 3, 1], [0, 3, 1, 2]
+
+
+def tensor_layouts(model: onnx.ModelProto, image: str, layout: str) -> dict[str, str]:
+    """Where each 4-D activation's channel axis is, followed from the image input: "NCHW" or "NHWC" (a tensor
+    permuted channels-last, as ConvNeXt's LayerNorms and tf2onnx graphs do inside), absent where it cannot be told
+    (after a Reshape, say)."""
+    at = {image: layout}
+    for node in model.graph.node:
+        found = None
+        if node.op_type in _NCHW_OPS:
+            found = "NCHW"
+        elif node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            source = at.get(node.input[0])
+            if source == "NCHW" and perm == _TO_NHWC or source == "NHWC" and perm == _TO_NCHW:
+                found = "NHWC" if source == "NCHW" else "NCHW"
+            elif source is not None and perm == [0, 1, 2, 3]:
+                found = source
+        elif node.op_type in _SAME_LAYOUT:
+            known = {at[i] for i in node.input if i in at}
+            if len(known) == 1:
+                found = known.pop()
+        if found is not None:
+            for out in node.output[:1]:
+                at[out] = found
+    return at
 
 
 def _default_layer(kind: str, layers: list[Layer], num_classes: int | None, scales: tuple) -> str:
