@@ -64,6 +64,8 @@ def _rule_table(reverse_nodes) -> dict:
     table["Slice"] = functools.partial(_slice_reverse, rules.REVERSE["Slice"])
     table["Round"] = functools.partial(_round_reverse, rules.REVERSE["Round"])
     table["Clip"] = functools.partial(_clip_reverse, rules.REVERSE["Clip"])
+    # its scale and zero point, held constant under the straight-through estimator (quant.integer_ops_as_float)
+    table["DynamicQuantizeLinear"] = rules.REVERSE["QuantizeLinear"]
     for op in _SUBGRAPH_OPS:
         table[op] = _rebound(rules.REVERSE[op], reverse_nodes=reverse_nodes)
     return table

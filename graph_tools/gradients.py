@@ -85,6 +85,8 @@ def add_gradients(model, layers: list[str], input_gradient: bool = False,
     static.make_static(work, info.input_name)
     if quant.has_qdq(work):   # a QDQ int8 model: its activation quantisation differentiated straight through
         quant.fake_quantized(work, stripped, ste)
+    if quant.has_integer_ops(work):   # a dynamically quantised one: its ConvInteger / MatMulInteger in float
+        quant.integer_ops_as_float(work, ste)
     graph = work.graph
     del graph.output[:]
     graph.output.append(helper.make_tensor_value_info(info.logits, TensorProto.FLOAT, info.weights_shape))

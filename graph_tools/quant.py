@@ -19,15 +19,70 @@ from onnx import helper
 
 from . import graph as g
 
-__all__ = ["STE_PREFIX", "fake_quantized", "has_qdq"]
+__all__ = ["STE_PREFIX", "STE", "fake_quantized", "has_qdq", "has_integer_ops", "integer_ops_as_float"]
 
 STE_PREFIX = "camserve::ste::"
 _RANGES = {onnx.TensorProto.INT8: (-128, 127), onnx.TensorProto.UINT8: (0, 255),
            onnx.TensorProto.INT16: (-32768, 32767), onnx.TensorProto.UINT16: (0, 65535)}
 
 
+INTEGER_OPS = ("ConvInteger", "MatMulInteger")
+
+
 def has_qdq(model: onnx.ModelProto) -> bool:
     return any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
+def has_integer_ops(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in INTEGER_OPS for n in model.graph.node)
+
+
+def integer_ops_as_float(model: onnx.ModelProto, ste: str = "straight") -> onnx.ModelProto:
+    """A dynamically quantised model's (onnxruntime.quantization.quantize_dynamic) ConvInteger / MatMulInteger,
+    changed in place into the same products in float, differentiable: the activation that DynamicQuantizeLinear
+    quantised becomes u = Clip(Round(x / scale) + zero, 0, 255) - zero (the integers the op reads, with the
+    straight-through estimator of `fake_quantized`; DynamicQuantizeLinear's scale and zero point are held
+    constant), the weight w_q - w_zero, and the op a Conv / MatMul of the two whose float output keeps the integer
+    op's name (the Cast and scale Mul after it then act on it unchanged). Products of 8-bit integers summed in
+    float32 are exact up to 2^24, so the forward matches the integer op to float rounding beyond that."""
+    graph = model.graph
+    made_by = {o: n for n in graph.node for o in n.output}
+    added, removed = [], set()
+    for node in graph.node:
+        if node.op_type not in INTEGER_OPS or len(node.input) < 2:
+            continue
+        quantiser = made_by.get(node.input[0])
+        if quantiser is None or quantiser.op_type != "DynamicQuantizeLinear":
+            continue
+        x, scale, zero = quantiser.input[0], quantiser.output[1], quantiser.output[2]
+        if len(node.input) > 2 and node.input[2] and node.input[2] != zero:
+            continue
+        prefix = f"{STE_PREFIX}{node.output[0]}::"
+        added += [helper.make_node("Cast", [zero], [prefix + "zero"], to=onnx.TensorProto.FLOAT),
+                  helper.make_node("Div", [x, scale], [prefix + "div"]),
+                  helper.make_node("Round", [prefix + "div"], [prefix + "round"], name=prefix + "round"),
+                  helper.make_node("Add", [prefix + "round", prefix + "zero"], [prefix + "shifted"]),
+                  g.constant_node(prefix + "low", np.array(0, np.float32)),
+                  g.constant_node(prefix + "high", np.array(255, np.float32)),
+                  helper.make_node("Clip", [prefix + "shifted", prefix + "low", prefix + "high"], [prefix + "q"],
+                                   name=prefix + ("clip" if ste == "clipped" else "pass")),
+                  helper.make_node("Sub", [prefix + "q", prefix + "zero"], [prefix + "u"]),
+                  helper.make_node("Cast", [node.input[1]], [prefix + "w"], to=onnx.TensorProto.FLOAT)]
+        weight = prefix + "w"
+        if len(node.input) > 3 and node.input[3]:
+            added += [helper.make_node("Cast", [node.input[3]], [prefix + "w_zero"], to=onnx.TensorProto.FLOAT),
+                      helper.make_node("Sub", [weight, prefix + "w_zero"], [prefix + "w_unit"])]
+            weight = prefix + "w_unit"
+        op = "Conv" if node.op_type == "ConvInteger" else "MatMul"
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute} if op == "Conv" else {}
+        added.append(helper.make_node(op, [prefix + "u", weight], [node.output[0]], **attrs))
+        removed.add(id(node))
+    if removed:
+        kept = [n for n in graph.node if id(n) not in removed]
+        del graph.node[:]
+        graph.node.extend(kept + added)
+        g.toposort(graph)
+    return model
 
 
 STE = ("straight", "clipped")

@@ -196,3 +196,33 @@ def test_qdq_clipped_estimator_and_perturbation_methods():
         assert np.isfinite(ours).all() and _correlation(ours, theirs) >= 0.9, method
     with pytest.raises(BadRequest, match="ste must be one of straight, clipped"):
         Model(path, ste="soft")
+
+
+# -- int8 dynamic (onnxruntime.quantization.quantize_dynamic: DynamicQuantizeLinear, ConvInteger, MatMulInteger) ----
+def _dynamic(name: str) -> str:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = FOLDER / f"{name}_dynamic.onnx"
+    if not path.exists():
+        fp32(name)
+        prepared, tmp = path.with_suffix(".pre.onnx"), path.with_suffix(".tmp.onnx")
+        quant_pre_process(str(FOLDER / f"{name}.onnx"), str(prepared))   # quantize_dynamic wants inferred shapes
+        quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8)
+        tmp.replace(path)
+        prepared.unlink()
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_dynamic_int8_gradient_maps_pass_the_integer_ops_and_follow_the_float_model(name):
+    """Measured on ResNet-18: Grad-CAM, HiResCAM, XGrad-CAM 0.9999, Grad-CAM++ and LayerCAM 0.99996."""
+    path = _dynamic(name)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert {"DynamicQuantizeLinear", "ConvInteger"} <= ops
+    quantised, full = Explainer(path, threads=2), Explainer(fp32(name), threads=2)
+    assert quantised.model.default_layer == ARCHITECTURES[name]
+    x = photos(224)
+    for method in ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"):
+        ours, theirs = quantised.explain(x, method), full.explain(x, method)
+        assert ours.max() > 0.99 and _correlation(ours, theirs) >= 0.95, (method, _correlation(ours, theirs))
