@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from . import contrib, static
+from . import contrib, quant, static
 from . import graph as g
 from .errors import GraphError
 
@@ -268,6 +268,8 @@ def explainable(model: onnx.ModelProto, kind: str | None = None, output: str | N
     """The model as camserve explains it, changed in place: ONNX Runtime's fused contrib ops split into standard
     ones (contrib.unfuse), and a split detector head (boxes and scores apart) joined into one output where nothing
     declared says otherwise."""
+    if quant.has_qoperator(model):   # QLinearConv & co: integer activations throughout, rewritten as QDQ
+        quant.qoperator_to_qdq(model)
     contrib.unfuse(model)
     if output is None and kind in (None, "detector") and head in (None, "ssd"):
         pair = split_head(model)
@@ -287,7 +289,7 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     (SSD/RetinaNet-style) head is read through its joined output SPLIT_HEAD (see `explainable`).
     """
     model = load(source)
-    if isinstance(source, onnx.ModelProto) and (contrib.contrib_ops(model) or (
+    if isinstance(source, onnx.ModelProto) and (contrib.contrib_ops(model) or quant.has_qoperator(model) or (
             not any(o.name == SPLIT_HEAD for o in model.graph.output) and output is None
             and kind in (None, "detector") and split_head(model) is not None)):
         model = copy.deepcopy(model)   # a caller's proto is not changed

@@ -186,3 +186,97 @@ def _ranks(model: onnx.ModelProto) -> dict[str, int]:
         return {}
     return {name: len(g.dims(v)) for name, v in values.items() if v.type.tensor_type.HasField("shape")}
 
+
+
+# -- QOperator (QLinearConv, ...) as QDQ -----------------------------------------------------------------------------
+# the integer ops of onnxruntime.quantization's QOperator format: op -> (the float op, where the output's scale and
+# zero point are among the inputs)
+_QLINEAR = {"QLinearConv": ("Conv", 6), "QLinearAdd": ("Add", 6), "QLinearMul": ("Mul", 6),
+            "QLinearGlobalAveragePool": ("GlobalAveragePool", 3), "QGemm": ("Gemm", 7)}
+# ops that move quantised integers without changing their scale
+_PASS_THROUGH = ("MaxPool", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Identity")
+
+
+def has_qoperator(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in _QLINEAR for n in model.graph.node)
+
+
+def qoperator_to_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A QOperator-format int8 model (QLinearConv, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm), changed
+    in place into the equivalent QDQ graph: each integer op becomes DequantizeLinear on its inputs, the float op,
+    and QuantizeLinear to its output's scale (an int32 bias dequantised at input scale x weight scale, as the
+    format defines it), and integer pass-through ops (MaxPool, Flatten, ...) are wrapped the same way, which is
+    exact (they commute with a monotone dequantisation). The result has float activations to explain and the QDQ
+    pairs `fake_quantized` differentiates; every original tensor name is kept."""
+    graph = model.graph
+    scales: dict[str, tuple[str, str]] = {}   # integer tensor -> (scale, zero point)
+    nodes, made = [], {}
+
+    def dq(name: str, scale: str, zero: str | None, axis: int | None = None) -> str:
+        """`name` dequantised, once (its float tensor is `name::camserve::float`, a stable layer name)."""
+        key = (name, scale, zero, axis)
+        if key not in made:
+            made[key] = f"{name}::camserve::float" + (f"{len(made)}" if any(k[0] == name for k in made) else "")
+            inputs = [name, scale] + ([zero] if zero else [])
+            axes = {"axis": axis} if axis is not None else {}
+            nodes.append(helper.make_node("DequantizeLinear", inputs, [made[key]], **axes))
+        return made[key]
+
+    def q(value: str, out: str, scale: str, zero: str) -> None:
+        nodes.append(helper.make_node("QuantizeLinear", [value, scale, zero], [out]))
+        scales[out] = (scale, zero)
+
+    known = {t.name: t for t in graph.initializer}
+
+    def per_channel(name: str) -> int | None:
+        tensor = known.get(name)
+        return 0 if tensor is not None and len(tensor.dims) == 1 and tensor.dims[0] > 1 else None
+
+    for node in graph.node:
+        ins = list(node.input) + [""] * 9
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "QuantizeLinear":
+            scales[node.output[0]] = (ins[1], ins[2])
+            nodes.append(node)
+        elif node.op_type in _QLINEAR:
+            op, at = _QLINEAR[node.op_type]
+            if node.op_type == "QLinearConv":
+                x, w = dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], per_channel(ins[4]))
+                inputs = [x, w]
+                if ins[8]:
+                    bias_scale = f"{node.output[0]}::camserve::bias_scale"
+                    nodes.append(helper.make_node("Mul", [ins[1], ins[4]], [bias_scale]))
+                    inputs.append(dq(ins[8], bias_scale, None, per_channel(ins[4])))
+            elif node.op_type == "QGemm":
+                inputs = [dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5], per_channel(ins[4]))]
+                if ins[6]:
+                    bias_scale = f"{node.output[0]}::camserve::bias_scale"
+                    nodes.append(helper.make_node("Mul", [ins[1], ins[4]], [bias_scale]))
+                    inputs.append(dq(ins[6], bias_scale, None, per_channel(ins[4])))
+            elif node.op_type == "QLinearGlobalAveragePool":
+                if attrs.pop("channels_last", 0):
+                    raise ValueError("channels-last QLinearGlobalAveragePool")
+                inputs = [dq(ins[0], ins[1], ins[2])]
+            else:   # QLinearAdd, QLinearMul
+                inputs = [dq(ins[0], ins[1], ins[2]), dq(ins[3], ins[4], ins[5])]
+            if node.op_type in ("QLinearAdd", "QLinearMul"):
+                attrs = {}
+            if node.op_type == "QGemm" and not ins[at]:   # no output scale: QGemm's float output
+                nodes.append(helper.make_node(op, inputs, [node.output[0]], **attrs))
+                continue
+            value = f"{node.output[0]}::camserve::value"
+            nodes.append(helper.make_node(op, inputs, [value], **attrs))
+            q(value, node.output[0], ins[at], ins[at + 1])
+        elif node.op_type in _PASS_THROUGH and node.input and node.input[0] in scales:
+            scale, zero = scales[node.input[0]]
+            wrapped = onnx.NodeProto()
+            wrapped.CopyFrom(node)
+            wrapped.input[0] = dq(node.input[0], scale, zero)
+            wrapped.output[0] = f"{node.output[0]}::camserve::value"
+            nodes.append(wrapped)
+            q(wrapped.output[0], node.output[0], scale, zero)
+        else:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model

