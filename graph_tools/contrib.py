@@ -41,6 +41,10 @@ def unfuse(model: onnx.ModelProto) -> onnx.ModelProto:
     left = collections.Counter((n.domain, n.op_type) for n in nodes if n.domain not in _STANDARD)
     if left:
         found = ", ".join(f"{domain}.{op} x{count}" for (domain, op), count in sorted(left.items()))
+        if any(op.startswith(("QLinear", "QGemm", "QAttention")) for _, op in left):
+            raise GraphError(f"the graph holds QOperator int8 ops camserve does not rewrite ({found}); quantise the "
+                             "float model in QDQ format instead (onnxruntime.quantization.quantize_static with "
+                             "quant_format=QuantFormat.QDQ), which camserve explains")
         raise GraphError(f"the graph holds ONNX Runtime contrib ops that camserve cannot rewrite as standard ops "
                          f"({found}): it was saved after ONNX Runtime's graph optimisation at the 'all' level; "
                          + _SAVE_AT)
