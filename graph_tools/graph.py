@@ -36,6 +36,16 @@ def set_input_dims(model: onnx.ModelProto, name: str, dims: dict[int, int], only
             dim.dim_value = size
 
 
+def symbolic_unknown_dims(model: onnx.ModelProto) -> None:
+    """Input sizes written as -1 or 0 (paddle2onnx's unknown batch) made symbolic, in place: shape inference reads
+    a -1 as a size and derives wrong shapes from it."""
+    for value in real_inputs(model.graph):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.Clear()
+                dim.dim_param = "N" if axis == 0 else f"unknown_{axis}"
+
+
 def initializers(graph: onnx.GraphProto) -> dict[str, onnx.TensorProto]:
     return {t.name: t for t in graph.initializer}
 

@@ -126,7 +126,7 @@ def _with_static_input(model: onnx.ModelProto, value: onnx.ValueInfoProto, layou
 
 def _logits(model: onnx.ModelProto, output: str | None) -> tuple[str, bool]:
     """The tensor targets weigh, and whether a final Softmax was stepped over: the named `output` as it is,
-    else the first graph output, or what its Softmax reads."""
+    else the first graph output, or what its Softmax reads (through Identity nodes)."""
     graph = model.graph
     if output:
         known = {o for node in graph.node for o in node.output} | {o.name for o in graph.output}
@@ -137,7 +137,10 @@ def _logits(model: onnx.ModelProto, output: str | None) -> tuple[str, bool]:
     if not graph.output:
         raise GraphError("the graph has no outputs")
     name = graph.output[0].name
-    node = g.producers(graph).get(name)
+    made_by = g.producers(graph)
+    node = made_by.get(name)
+    while node is not None and node.op_type == "Identity":   # paddle2onnx ends in Identity(Softmax)
+        node = made_by.get(node.input[0])
     if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
         return node.input[0], True
     return name, False
@@ -268,6 +271,7 @@ def explainable(model: onnx.ModelProto, kind: str | None = None, output: str | N
     """The model as camserve explains it, changed in place: ONNX Runtime's fused contrib ops split into standard
     ones (contrib.unfuse), and a split detector head (boxes and scores apart) joined into one output where nothing
     declared says otherwise."""
+    g.symbolic_unknown_dims(model)
     if quant.has_qoperator(model):   # QLinearConv & co: integer activations throughout, rewritten as QDQ
         quant.qoperator_to_qdq(model)
     contrib.unfuse(model)
@@ -289,7 +293,9 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     (SSD/RetinaNet-style) head is read through its joined output SPLIT_HEAD (see `explainable`).
     """
     model = load(source)
-    if isinstance(source, onnx.ModelProto) and (contrib.contrib_ops(model) or quant.has_qoperator(model) or (
+    if isinstance(source, onnx.ModelProto) and (contrib.contrib_ops(model) or quant.has_qoperator(model) or any(
+            d.HasField("dim_value") and d.dim_value <= 0 for i in g.real_inputs(model.graph)
+            for d in i.type.tensor_type.shape.dim) or (
             not any(o.name == SPLIT_HEAD for o in model.graph.output) and output is None
             and kind in (None, "detector") and split_head(model) is not None)):
         model = copy.deepcopy(model)   # a caller's proto is not changed

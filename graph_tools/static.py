@@ -62,10 +62,18 @@ def reshapes(model: onnx.ModelProto, image: str) -> None:
         return
     shapes = [{n.output[0]: g.dims(values[n.output[0]]) if n.output[0] in values else [] for n in reshapes}
               for values in _at_batches_one_and_two(model, image)]
+    probes = None
     for node in reshapes:
         one, two = shapes[0][node.output[0]], shapes[1][node.output[0]]
         if not one or not all(isinstance(d, int) for d in one + two) or one[0] != 1 or two[0] != 2 \
                 or one[1:] != two[1:]:
+            # shape inference lost the output (paddle2onnx computes the target through int32 Casts): the target
+            # itself evaluated at batch 1 and 2, kept as (-1, rest) where only its first entry is the batch
+            probes = probes or _at_batches_one_and_two(model, image)
+            values = _evaluated(model, node, 1, probes)
+            if values is not None and len(values[0]) == len(values[1]) >= 1 and values[0][0] == 1 \
+                    and values[1][0] == 2 and np.array_equal(values[0][1:], values[1][1:]) and min(values[0]) > 0:
+                _set(model, node, 1, np.array([-1, *values[0][1:]], np.int64))
             continue
         name = node.output[0] + "::camserve::shape"
         graph.initializer.append(numpy_helper.from_array(np.array([-1, *one[1:]], np.int64), name))
@@ -109,6 +117,23 @@ def slices(model: onnx.ModelProto, image: str) -> None:
 
 def _made_static(model: onnx.ModelProto, node: onnx.NodeProto, k: int, probes: list[dict]) -> bool:
     """Operand k of `node` replaced by a constant if the shapes in both probes give it, and the same value."""
+    results = _evaluated(model, node, k, probes)
+    if results is None or not np.array_equal(results[0], results[1]):
+        return False
+    _set(model, node, k, np.asarray(results[0]))
+    return True
+
+
+def _set(model: onnx.ModelProto, node: onnx.NodeProto, k: int, value: np.ndarray) -> None:
+    name = f"{node.input[k]}::static"
+    if name not in {t.name for t in model.graph.initializer}:
+        model.graph.initializer.append(numpy_helper.from_array(value, name))
+    node.input[k] = name
+
+
+def _evaluated(model: onnx.ModelProto, node: onnx.NodeProto, k: int, probes: list[dict]) -> list | None:
+    """Operand k of `node` evaluated (onnx's reference runtime) in each probe, where it is computed from shapes the
+    probe knows; None where it is not."""
     from onnx.reference import ReferenceEvaluator
 
     graph = model.graph
@@ -124,11 +149,11 @@ def _made_static(model: onnx.ModelProto, node: onnx.NodeProto, k: int, probes: l
             seen.add(name)
             maker = made_by.get(name)
             if maker is None:
-                return False
+                return None
             if maker.op_type == "Shape":
                 dims = g.dims(values[maker.input[0]]) if maker.input[0] in values else []
                 if not dims or not all(isinstance(d, int) for d in dims):
-                    return False
+                    return None
                 attrs = {a.name: a.i for a in maker.attribute}   # start/end
                 feeds[name] = np.array(dims, np.int64)[attrs.get("start", 0):attrs.get("end", len(dims))]
             else:
@@ -142,14 +167,8 @@ def _made_static(model: onnx.ModelProto, node: onnx.NodeProto, k: int, probes: l
             results.append(ReferenceEvaluator(helper.make_model(sub, opset_imports=model.opset_import))
                            .run(None, feeds)[0])
         except Exception:   # an operand the reference runtime cannot evaluate stays as it is
-            return False
-    if not np.array_equal(results[0], results[1]):
-        return False
-    name = f"{node.input[k]}::static"
-    if name not in constants:
-        graph.initializer.append(numpy_helper.from_array(np.asarray(results[0]), name))
-    node.input[k] = name
-    return True
+            return None
+    return results
 
 
 def _ordered(graph: onnx.GraphProto, nodes: list) -> list:
