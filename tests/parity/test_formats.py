@@ -12,6 +12,7 @@ import pytest
 import torch
 import torchvision
 from onnxconverter_common import float16
+from onnxruntime.quantization import CalibrationDataReader
 
 from camserve import Explainer, Model
 from camserve.graph_tools import inspect
@@ -144,16 +145,19 @@ def test_unfused_conv_and_gemm_equal_onnx_runtimes_own_kernels():
 
 
 # -- int8 QDQ (onnxruntime.quantization.quantize_static) --------------------------------------------------------------
+class Noise(CalibrationDataReader):
+    """Calibration data for onnxruntime.quantization: 8 random normal images."""
+
+    def __init__(self):
+        self.feeds = iter({"input": np.random.default_rng(i).standard_normal((1, 3, 224, 224), np.float32)}
+                          for i in range(8))
+
+    def get_next(self):
+        return next(self.feeds, None)
+
+
 def _qdq(name: str) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Noise(CalibrationDataReader):   # random calibration data, 8 images
-        def __init__(self):
-            self.feeds = iter({"input": np.random.default_rng(i).standard_normal((1, 3, 224, 224), np.float32)}
-                              for i in range(8))
-
-        def get_next(self):
-            return next(self.feeds, None)
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     path = FOLDER / f"{name}_qdq.onnx"
     if not path.exists():
@@ -230,16 +234,7 @@ def test_dynamic_int8_gradient_maps_pass_the_integer_ops_and_follow_the_float_mo
 
 # -- int8 QOperator (quantize_static with QuantFormat.QOperator: QLinearConv, QLinearAdd, QGemm, ...) ------------------
 def _qoperator(name: str) -> str:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    class Noise(CalibrationDataReader):
-        def __init__(self):
-            self.feeds = iter({"input": np.random.default_rng(i).standard_normal((1, 3, 224, 224), np.float32)}
-                              for i in range(8))
-
-        def get_next(self):
-            return next(self.feeds, None)
-
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     path = FOLDER / f"{name}_qoperator.onnx"
