@@ -58,15 +58,9 @@ def integer_ops_as_float(model: onnx.ModelProto, ste: str = "straight") -> onnx.
         if len(node.input) > 2 and node.input[2] and node.input[2] != zero:
             continue
         prefix = f"{STE_PREFIX}{node.output[0]}::"
-        added += [helper.make_node("Cast", [zero], [prefix + "zero"], to=onnx.TensorProto.FLOAT),
-                  helper.make_node("Div", [x, scale], [prefix + "div"]),
-                  helper.make_node("Round", [prefix + "div"], [prefix + "round"], name=prefix + "round"),
-                  helper.make_node("Add", [prefix + "round", prefix + "zero"], [prefix + "shifted"]),
-                  g.constant_node(prefix + "low", np.array(0, np.float32)),
-                  g.constant_node(prefix + "high", np.array(255, np.float32)),
-                  helper.make_node("Clip", [prefix + "shifted", prefix + "low", prefix + "high"], [prefix + "q"],
-                                   name=prefix + ("clip" if ste == "clipped" else "pass")),
-                  helper.make_node("Sub", [prefix + "q", prefix + "zero"], [prefix + "u"]),
+        added.append(helper.make_node("Cast", [zero], [prefix + "zero"], to=onnx.TensorProto.FLOAT))
+        q = _quantised(x, scale, prefix + "zero", 0, 255, prefix, ste, added)   # DynamicQuantizeLinear is uint8
+        added += [helper.make_node("Sub", [q, prefix + "zero"], [prefix + "u"]),
                   helper.make_node("Cast", [node.input[1]], [prefix + "w"], to=onnx.TensorProto.FLOAT)]
         weight = prefix + "w"
         if len(node.input) > 3 and node.input[3]:
@@ -122,17 +116,7 @@ def fake_quantized(model: onnx.ModelProto, tensors: dict[str, onnx.TensorProto] 
         point = _broadcast(node, node.input[2], rank, prefix + "zero", added, cast=True) if zero is not None else None
         if scale is None or (zero is not None and point is None):
             continue
-        q = prefix + "q"
-        added += [helper.make_node("Div", [node.input[0], scale], [prefix + "div"]),
-                  helper.make_node("Round", [prefix + "div"], [prefix + "round"], name=prefix + "round")]
-        shifted = prefix + "round"
-        if point is not None:
-            added.append(helper.make_node("Add", [shifted, point], [prefix + "shifted"]))
-            shifted = prefix + "shifted"
-        added += [g.constant_node(prefix + "low", np.array(low, np.float32)),
-                  g.constant_node(prefix + "high", np.array(high, np.float32)),
-                  helper.make_node("Clip", [shifted, prefix + "low", prefix + "high"], [q],
-                                   name=prefix + ("clip" if ste == "clipped" else "pass"))]
+        q = _quantised(node.input[0], scale, point, low, high, prefix, ste, added)
         for k, reader in enumerate(readers):
             at = f"{prefix}dq{k}::"
             value = q
@@ -154,6 +138,23 @@ def fake_quantized(model: onnx.ModelProto, tensors: dict[str, onnx.TensorProto] 
     graph.node.extend(kept + added)
     g.toposort(graph)
     return model
+
+
+def _quantised(x: str, scale: str, zero: str | None, low: int, high: int, prefix: str, ste: str,
+               added: list) -> str:
+    """Clip(Round(x / scale) + zero, low, high) in float (QuantizeLinear's values), appended to `added`: its Round
+    named for the straight-through rule, its Clip for the estimator `ste` (ad_rules reads both names)."""
+    added += [helper.make_node("Div", [x, scale], [prefix + "div"]),
+              helper.make_node("Round", [prefix + "div"], [prefix + "round"], name=prefix + "round")]
+    shifted = prefix + "round"
+    if zero is not None:
+        added.append(helper.make_node("Add", [shifted, zero], [prefix + "shifted"]))
+        shifted = prefix + "shifted"
+    added += [g.constant_node(prefix + "low", np.array(low, np.float32)),
+              g.constant_node(prefix + "high", np.array(high, np.float32)),
+              helper.make_node("Clip", [shifted, prefix + "low", prefix + "high"], [prefix + "q"],
+                               name=prefix + ("clip" if ste == "clipped" else "pass"))]
+    return prefix + "q"
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
