@@ -225,14 +225,8 @@ def cmd_evaluate(args) -> None:
     with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
         results = run(explainer, model, scenes, study, Path(args.out), target,
                       "synthetic" if args.dataset == "synthetic" else Path(args.dataset).name, bar.update)
-    width = max(len(m) for m in methods)
-    print(f"{'method':<{width}}  " + "  ".join(f"{k[:12]:>12}" for k in ("adcc", "deletion_auc", "insertion_auc",
-                                                                     "pointing_game", "seconds_per_image")))
-    for method, entry in results["methods"].items():
-        cells = [entry["metrics"][k]["mean"] for k in ("adcc", "deletion_auc", "insertion_auc", "pointing_game",
-                                                       "seconds_per_image")]
-        print(f"{method:<{width}}  " + "  ".join("           —" if c is None else f"{c:12.4g}" for c in cells))
-    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'index.html'}")
+    _print_means(results, ("adcc", "deletion_auc", "insertion_auc", "pointing_game", "seconds_per_image"), 12,
+                 Path(args.out))
 
 
 def _evaluate_detector(args, model, explainer, methods: list[str], options: dict) -> None:
@@ -260,12 +254,18 @@ def _evaluate_detector(args, model, explainer, methods: list[str], options: dict
                                       args.score)
     keys = ("matched", "pointing_game", "energy_in_box", "box_share", "deletion_auc", "insertion_auc",
             "seconds_per_detection")
-    width = max(len(m) for m in methods)
     print(f"{results['detections']} detections explained on {results['n']} images")
-    print(f"{'method':<{width}}  " + "  ".join(f"{k[:13]:>13}" for k in keys))
+    _print_means(results, keys, 13, out)
+
+
+def _print_means(results: dict, keys: tuple[str, ...], cell: int, out: Path) -> None:
+    """A study's table: per method the mean of each metric in `keys` (— where undefined), then the files written."""
+    width = max(len(m) for m in results["methods"])
+    print(f"{'method':<{width}}  " + "  ".join(f"{k[:cell]:>{cell}}" for k in keys))
     for method, entry in results["methods"].items():
         cells = [entry["metrics"][k]["mean"] for k in keys]
-        print(f"{method:<{width}}  " + "  ".join("            —" if c is None else f"{c:13.4g}" for c in cells))
+        print(f"{method:<{width}}  " + "  ".join(" " * (cell - 1) + "—" if c is None else f"{c:{cell}.4g}"
+                                                 for c in cells))
     print(f"wrote {out / 'results.json'} and {out / 'index.html'}")
 
 

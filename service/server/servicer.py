@@ -181,14 +181,9 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         for method in methods:
             scores = await self.batcher.call(evaluate, explainer, inputs.x, labels, boxes, method, layers, settings,
                                              **options[method])
-            entry = response.methods.add(method=method)
-            for name, summary in summarise(scores.per_image).items():
-                defined = summary["mean"] is not None
-                entry.metrics[name].CopyFrom(pb.Interval(mean=summary["mean"] or 0.0, low=summary["low"] or 0.0,
-                                                         high=summary["high"] or 0.0, defined=defined))
-            entry.deletion_curve.extend(scores.curves["deletion"].mean(axis=0).tolist())
-            entry.insertion_curve.extend(scores.curves["insertion"].mean(axis=0).tolist())
-            entry.fractions.extend(np.asarray(scores.curves["fractions"]).tolist())
+            _add_method_scores(response, method, summarise(scores.per_image),
+                               {"fractions": scores.curves["fractions"],
+                                **{k: scores.curves[k].mean(axis=0) for k in ("deletion", "insertion")}})
         return response
 
     async def _evaluate_detector(self, request, response, inputs, model, explainer, methods, options, layers,
@@ -204,14 +199,7 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
         for method in methods:
             per, curves, _ = await self.batcher.call(detection_study.score_detections, explainer, jobs, method, layers,
                                                      settings, options[method])
-            entry = response.methods.add(method=method)
-            for name, stat in detection_study.summary(per, matched).items():
-                defined = stat["mean"] is not None
-                entry.metrics[name].CopyFrom(pb.Interval(mean=stat["mean"] or 0.0, low=stat["low"] or 0.0,
-                                                         high=stat["high"] or 0.0, defined=defined))
-            entry.deletion_curve.extend(np.asarray(curves["deletion"]).tolist())
-            entry.insertion_curve.extend(np.asarray(curves["insertion"]).tolist())
-            entry.fractions.extend(np.asarray(curves["fractions"]).tolist())
+            _add_method_scores(response, method, detection_study.summary(per, matched), curves)
         return response
 
     # -- listings -------------------------------------------------------------------------------
@@ -439,6 +427,18 @@ def _fill_objects(response, result, explained, inputs: _Inputs, model, request: 
                 if box is not None:
                     picture = images.draw_box(picture, box, f"{item.label} {found.score:.2f}")
                 item.overlay_png = images.encode_png(picture)
+
+
+def _add_method_scores(response: pb.EvaluateResponse, method: str, summary: dict, curves: dict) -> None:
+    """One method's metrics (mean and 95% interval each; undefined where no image had what it needs) and its mean
+    deletion / insertion curves."""
+    entry = response.methods.add(method=method)
+    for name, stat in summary.items():
+        entry.metrics[name].CopyFrom(pb.Interval(mean=stat["mean"] or 0.0, low=stat["low"] or 0.0,
+                                                 high=stat["high"] or 0.0, defined=stat["mean"] is not None))
+    entry.deletion_curve.extend(np.asarray(curves["deletion"]).tolist())
+    entry.insertion_curve.extend(np.asarray(curves["insertion"]).tolist())
+    entry.fractions.extend(np.asarray(curves["fractions"]).tolist())
 
 
 def _detector_boxes(items, inputs: _Inputs, model, explainer, limits: Limits) -> tuple[list, list]:
