@@ -118,8 +118,19 @@ def pooled_by(model: onnx.ModelProto, layer: str) -> onnx.NodeProto | None:
 
 
 def _check_layer(model: onnx.ModelProto, info: ModelInfo, layer: str) -> None:
+    if info.is_channels_last(layer):
+        nchw = _nearest_nchw(model, info, layer)
+        raise GraphError(f"layer {layer!r} is channels-last (N, h, w, C) inside the graph; perturbation and "
+                         "mask-injection methods cut the network at an (N, C, h, w) layer"
+                         + (f": name {nchw!r}, the nearest one before it" if nchw else "")
+                         + ", or use a gradient method, which explains channels-last layers")
     g.check_produced(model.graph, [layer])
     g.check_feeds(model.graph, [layer], info.logits)
+
+
+def _nearest_nchw(model: onnx.ModelProto, info: ModelInfo, layer: str) -> str | None:
+    before = g.ancestors(model.graph, [layer])
+    return next((cand.name for cand in reversed(info.layers) if cand.name in before), None)
 
 
 def tail_inputs(model: onnx.ModelProto, layer: str, info: ModelInfo | None = None) -> list[str]:

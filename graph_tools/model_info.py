@@ -33,8 +33,9 @@ _DECLARE = ('declare it: "kind" (one of classifier, segmenter, detector, embeddi
 @dataclass(frozen=True)
 class Layer:
     name: str
-    shape: tuple
+    shape: tuple                     # the tensor's own dims: (N, C, h, w), or (N, h, w, C) where channels-last
     op: str
+    layout: str = "NCHW"             # where its channel axis is: "NCHW", or "NHWC" inside the graph
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class ModelInfo:
     output_shape: tuple = ()         # the shape of `logits` (the batch axis as the graph names it)
     head: str | None = None          # a detector's head layout, one of HEADS
     scales: tuple[tuple[int, int, str], ...] = ()   # a detector's (stride, anchors, branch layer), head order
+    # channels-last 4-D activations (ConvNeXt's LayerNorms, tf2onnx's graphs inside): layers a caller may name,
+    # explained through their (0, 3, 1, 2) transpose; never a default, a scale's branch or a tail's cut
+    channels_last: tuple[Layer, ...] = ()
 
     @property
     def spatial_axes(self) -> tuple[int, int]:
@@ -78,8 +82,11 @@ class ModelInfo:
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
+    def is_channels_last(self, name: str) -> bool:
+        return any(layer.name == name for layer in self.channels_last)
+
     def check_layers(self, names: list[str]) -> None:
-        known = set(self.layer_names())
+        known = set(self.layer_names()) | {layer.name for layer in self.channels_last}
         for name in names:
             if name not in known:
                 shown = ", ".join(self.layer_names()[-12:])
@@ -322,18 +329,21 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
         num_classes = logit_dims[-1] if isinstance(logit_dims[-1], int) else None
     needed = g.ancestors(model.graph, [logits])
     channels_last = {name for name, at in tensor_layouts(model, value.name, layout).items() if at == "NHWC"}
-    layers = []
+    layers, last = [], []
     for node in model.graph.node:
         for out in node.output:
             info = values.get(out)
-            if out not in needed or out == logits or info is None or out in channels_last:
-                continue   # a channels-last tensor inside an NCHW graph (ConvNeXt's LayerNorms) is not (N, C, h, w)
+            if out not in needed or out == logits or info is None or node.op_type in ("Constant", "Shape"):
+                continue
             if info.type.tensor_type.elem_type != TensorProto.FLOAT:
                 continue
             shape = g.dims(info)
-            if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
-                continue
-            if shape[2] * shape[3] > 1 and node.op_type not in ("Constant", "Shape"):
+            hw = shape[1:3] if out in channels_last else shape[2:]
+            if len(shape) != 4 or not all(isinstance(d, int) for d in hw) or hw[0] * hw[1] <= 1:
+                continue   # a 1x1 pooled tensor has no map
+            if out in channels_last:   # not (N, C, h, w): listed apart, never a default
+                last.append(Layer(out, tuple(shape), node.op_type, "NHWC"))
+            else:
                 layers.append(Layer(out, tuple(shape), node.op_type))
     if not layers:
         raise GraphError(f"the graph has no 4-D float activations with spatial size > 1 before its output {logits!r}; "
@@ -344,7 +354,7 @@ def inspect(source, kind: str | None = None, output: str | None = None, head: st
     if kind == "detector" and head == "ssd":
         default = _dominator(model, layers, logits) or default
     return ModelInfo(value.name, tuple(g.dims(value)), layout, logits, num_classes, removed,
-                     tuple(layers), default, kind, tuple(logit_dims), head, scales)
+                     tuple(layers), default, kind, tuple(logit_dims), head, scales, tuple(last))
 
 
 # ops whose 4-D output is NCHW by the ONNX spec, whatever their input's layout was

@@ -47,10 +47,14 @@ def cmd_inspect(args) -> None:
     for stride, anchors, layer in info.scales:
         print(f"scale   stride {stride}: {anchors} anchors{probe}, branch layer {layer}")
     print(f"default layer  {info.default_layer}")
-    print(f"{len(info.layers)} candidate layers:")
-    width = max(len(layer.name) for layer in info.layers)
-    for layer in info.layers:
-        print(f"  {layer.name:<{width}}  {str(list(layer.shape)):<22} {layer.op}")
+    for title, layers in ((f"{len(info.layers)} candidate layers:", info.layers),
+                          (f"{len(info.channels_last)} channels-last layers (N, h, w, C; gradient methods only):",
+                           info.channels_last)):
+        if layers:
+            print(title)
+            width = max(len(layer.name) for layer in layers)
+            for layer in layers:
+                print(f"  {layer.name:<{width}}  {str(list(layer.shape)):<22} {layer.op}")
 
 
 def cmd_rewrite(args) -> None:

@@ -414,14 +414,16 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class LayerDescription(_message.Message):
-    __slots__ = ("name", "shape", "op")
+    __slots__ = ("name", "shape", "op", "layout")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SHAPE_FIELD_NUMBER: _ClassVar[int]
     OP_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
     name: str
     shape: _containers.RepeatedScalarFieldContainer[str]
     op: str
-    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., op: _Optional[str] = ...) -> None: ...
+    layout: str
+    def __init__(self, name: _Optional[str] = ..., shape: _Optional[_Iterable[str]] = ..., op: _Optional[str] = ..., layout: _Optional[str] = ...) -> None: ...
 
 class Preprocessing(_message.Message):
     __slots__ = ("resize", "crop", "mean", "std", "color", "scale", "letterbox", "pad")

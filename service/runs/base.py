@@ -30,7 +30,7 @@ class Context:
         """The logits and `tensors` of one plain run (an empty list: logits only)."""
         key = ("forward", tuple(tensors))
         build = lambda: gt.expose(self.model.graph, [self.info.logits, *tensors])  # noqa: E731
-        return self.runtime.run(key, build, {self.info.input_name: self.model.feed(x)})
+        return channels_first(self.info, self.runtime.run(key, build, {self.info.input_name: self.model.feed(x)}))
 
     def warm(self) -> None:
         """Build the plain session now, so that the runtime's providers tell the truth from the start."""
@@ -52,6 +52,7 @@ class Context:
                                          self.model.ste)
         out = self.runtime.run(key, build, {self.info.input_name: self.model.feed(x), gt.CLASS_WEIGHTS: rows})
         out[self.info.logits] = out[gt.LOGITS]
+        channels_first(self.info, out)
         grad_x = out.get(gt.GRAD_PREFIX + self.info.input_name)
         if grad_x is not None and self.info.layout == "NHWC":
             out[gt.GRAD_PREFIX + self.info.input_name] = grad_x.transpose(0, 3, 1, 2)
@@ -64,6 +65,17 @@ class Context:
             return (), lambda: self.model.graph
         size = tuple(x.shape[2:])
         return (size,), lambda: gt.fix_spatial_size(self.model.graph, *size, self.info)
+
+
+def channels_first(info: gt.ModelInfo, out: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """out (changed in place) with every channels-last layer's tensors, its activations and gradients (with a
+    targets axis or not), turned (N, C, h, w): methods read channels on axis 1 of the last four."""
+    for layer in info.channels_last:
+        for name in (layer.name, gt.GRAD_PREFIX + layer.name, gt.HVP_PREFIX + layer.name):
+            value = out.get(name)
+            if value is not None:
+                out[name] = np.moveaxis(value, -1, -3)
+    return out
 
 
 ALL_KINDS = ("classifier", "segmenter", "detector", "embedding")

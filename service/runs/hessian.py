@@ -7,7 +7,7 @@ import numpy as np
 
 from camserve import graph_tools as gt
 
-from .base import Context, Result, Run, WithHessian, top1
+from .base import Context, Result, Run, WithHessian, channels_first, top1
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,8 @@ class HessianGradients(Run):
         size, base = ctx.differentiable(x)   # a static-size copy per input size where H and W are symbolic
         key = ("hessian", tuple(layers), *size)
         build = lambda: gt.add_hessian(base(), layers, ctx.info)  # noqa: E731
-        out = ctx.runtime.run(key, build, {ctx.info.input_name: ctx.model.feed(x), gt.CLASS_WEIGHTS: rows})
+        out = channels_first(ctx.info, ctx.runtime.run(key, build, {ctx.info.input_name: ctx.model.feed(x),
+                                                                 gt.CLASS_WEIGHTS: rows}))
         logits = out[gt.LOGITS]
         rows = top1(rows, logits)
         return Result(logits, rows, [

@@ -26,6 +26,10 @@ class Probe:
                  fed: dict[str, np.ndarray] | None = None):
         self.ctx, self.x, self.rows = ctx, x, rows      # x: (N, C, H, W) NCHW; rows: (N, classes), top-1 resolved
         self.layer, self.fed = layer, fed or {}
+        # a tail reads its side inputs as the graph made them: channels-last ones go back (N, h, w, C)
+        last = ctx.info.is_channels_last
+        self._graph_fed = {name: np.ascontiguousarray(np.moveaxis(value, -3, -1)) if last(name) else value
+                           for name, value in self.fed.items()}
 
     def _chunk(self, per_copy: int) -> int:
         budget = self.ctx.budget * int(np.prod(self.x.shape[1:]))
@@ -56,7 +60,7 @@ class Probe:
 
         def feeds(a: int, b: int) -> dict:
             extra = {gm.FILL: _per_mask(fill, a, b)} if filled else {}
-            return {**self.fed, gm.MASKS: masks[:, a:b], **extra}
+            return {**self._graph_fed, gm.MASKS: masks[:, a:b], **extra}
         return self._collect(key, build, masks.shape[1], self._chunk(self._tail_copy_size()), feeds, logits)
 
     def mosaic(self, positions: np.ndarray, spread: np.ndarray, logits: bool = True) -> np.ndarray:
@@ -67,7 +71,7 @@ class Probe:
         build = lambda: gm.mosaic_tail(model.graph, self.layer, logits, model.info)  # noqa: E731
 
         def feeds(a: int, b: int) -> dict:
-            return {**self.fed, gm.POSITIONS: positions[a:b], gm.SPREAD: spread[a:b]}
+            return {**self._graph_fed, gm.POSITIONS: positions[a:b], gm.SPREAD: spread[a:b]}
         return self._collect(key, build, len(positions), self._chunk(self._tail_copy_size()), feeds, logits)
 
     def inputs(self, maps, rows, cols, normalise: bool = False, eps: float = 0.0, scale=None, noise=None,

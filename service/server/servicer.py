@@ -219,8 +219,8 @@ class ExplainServicer(explain_pb2_grpc.ExplainServiceServicer):
             name=request.model, version=version, input_name=info.input_name,
             input_shape=[str(d) for d in info.input_shape], layout=info.layout, num_classes=info.num_classes or 0,
             labels=model.labels, default_layer=model.default_layer,
-            layers=[pb.LayerDescription(name=layer.name, shape=[str(d) for d in layer.shape], op=layer.op)
-                    for layer in info.layers],
+            layers=[pb.LayerDescription(name=layer.name, shape=[str(d) for d in layer.shape], op=layer.op,
+                                        layout=layer.layout) for layer in (*info.layers, *info.channels_last)],
             preprocessing=pb.Preprocessing(resize=spec.resize or 0, crop=spec.crop or 0, mean=spec.mean,
                                            std=spec.std, color=spec.color, scale=spec.scale,
                                            letterbox=spec.letterbox or 0, pad=spec.pad),

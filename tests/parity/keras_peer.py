@@ -16,13 +16,13 @@ import sys
 os.environ["TF_USE_LEGACY_KERAS"] = "1"   # tf-keras-vis is written for tf.keras 2 (the tf-keras package)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf2onnx  # noqa: E402
-from tf_keras_vis.gradcam import Gradcam  # noqa: E402
-from tf_keras_vis.layercam import Layercam  # noqa: E402
-from tf_keras_vis.utils.model_modifiers import ReplaceToLinear  # noqa: E402
-from tf_keras_vis.utils.scores import CategoricalScore  # noqa: E402
+import numpy as np
+import tensorflow as tf
+import tf2onnx
+from tf_keras_vis.gradcam import Gradcam
+from tf_keras_vis.layercam import Layercam
+from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+from tf_keras_vis.utils.scores import CategoricalScore
 
 # model -> (its last feature map's Keras layer, the tf-keras-vis methods compared there)
 MODELS = {

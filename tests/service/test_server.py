@@ -84,6 +84,7 @@ def test_model_and_method_listings(stub):
     model = stub.GetModel(pb.GetModelRequest(model=MODEL))
     assert model.num_classes == 1000 and model.layout == "NCHW" and model.labels[285] == "Egyptian cat"
     assert model.default_layer in [layer.name for layer in model.layers] and model.preprocessing.crop == 224
+    assert {layer.layout for layer in model.layers} == {"NCHW"}
     methods = {m.name: m for m in stub.ListMethods(pb.ListMethodsRequest()).methods}
     assert {"gradcam", "scorecam", "reciprocam", "randomcam"} <= set(methods)
     assert methods["scorecam"].cost_class == pb.COST_CLASS_PER_CHANNEL
