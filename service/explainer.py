@@ -330,7 +330,7 @@ class Explainer:
             maps = postprocess.fuse([np.stack([scaled[names.index(layer)][r] for r, layer in enumerate(picks)])])
             fusion = "own scale"
         else:
-            maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", 1.0),
+            maps = postprocess.fuse(scaled, fusion, weights, options.get("temperature", postprocess.TEMPERATURE),
                                     options.get("tanh", False))
         class_maps = result.evidence[0].extras.get("class_maps") if len(result.evidence) == 1 else None
         return Explanation(maps, spec.name, list(raw), targets, result.logits, fusion, raw, class_maps, options)

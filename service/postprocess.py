@@ -7,6 +7,7 @@ import numpy as np
 from .numeric import minmax, softmax
 
 FUSIONS = ("mean", "max", "adaptive")
+TEMPERATURE = 0.1   # adaptive fusion's default: layer evidence lies in [0, 1]; at 1 the softmax is near uniform
 
 
 def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -28,11 +29,11 @@ def scale(maps: np.ndarray, size: tuple[int, int], relu: bool = True) -> np.ndar
 
 
 def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray] | None = None,
-         temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
+         temperature: float = TEMPERATURE, tanh: bool = False) -> np.ndarray:
     """Fuse per-layer (N, H, W) maps already in [0, 1]; the result is min-maxed again.
 
     mean: pytorch-grad-cam's average. max: torchcam's element-wise maximum. adaptive: softmax over
-    layers of a per-image evidence score (Integrative CAM reconstruction's layer weights).
+    layers of a per-image evidence score over a temperature (Integrative CAM reconstruction's layer weights).
     tanh: LayerCAM's tanh(2 M / max M) scaling of every layer first (torchcam, gamma = 2).
     """
     if len(scaled) == 1 and not tanh and how in FUSIONS:   # one layer: every fusion is the identity
@@ -55,5 +56,9 @@ def fuse(scaled: list[np.ndarray], how: str = "mean", evidence: list[np.ndarray]
 
 
 def layer_evidence(acts: np.ndarray, grads: np.ndarray) -> np.ndarray:
-    """Per-image mean of ReLU(grad) * activation: how much a layer's positive evidence carries."""
-    return (np.maximum(grads, 0) * acts).reshape(len(acts), -1).mean(axis=1)
+    """Per image, the share of a layer's gradient x activation that is positive, sum ReLU(g A) / sum |g A|, in
+    [0, 1]: how consistently the layer's activations support the target. Scale-free, so that layers with large
+    activations (early, high-resolution ones) are not favoured; a layer with no gradient scores 0."""
+    product = (grads * acts).reshape(len(acts), -1)
+    total = np.abs(product).sum(axis=1)
+    return np.maximum(product, 0).sum(axis=1) / np.maximum(total, np.finfo(np.float32).tiny)

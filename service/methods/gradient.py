@@ -33,8 +33,8 @@ def gradcam_elementwise(ev: WithGradients) -> np.ndarray:
     return np.maximum(ev.grads * ev.acts, 0).sum(axis=1)
 
 
-def plusplus_weights(acts: np.ndarray, grads: np.ndarray, ratio=1.0, eps: float = 1e-6) -> np.ndarray:
-    """Grad-CAM++ channel weights w_k = sum_ij alpha_k(i,j) ReLU(g_k(i,j)).
+def plusplus_alpha_grads(acts: np.ndarray, grads: np.ndarray, ratio=1.0, eps: float = 1e-6) -> np.ndarray:
+    """Grad-CAM++'s alpha_k(i,j) ReLU(g_k(i,j)), (N, K, h, w).
 
     alpha = g^2 / (2 g^2 + ratio * sum_ab A_k(a,b) * g^3 + eps). Only g > 0 survives the ReLU, where
     alpha * g = g^3 / (2 g^2 + ratio S g^3 + eps), so alpha is never formed (and g = 0 gives 0, as
@@ -47,7 +47,12 @@ def plusplus_weights(acts: np.ndarray, grads: np.ndarray, ratio=1.0, eps: float 
     denominator = np.multiply(spatial, g3)
     denominator += 2 * g2
     denominator += eps
-    return np.divide(g3, denominator, out=g3).sum(axis=(2, 3))
+    return np.divide(g3, denominator, out=g3)
+
+
+def plusplus_weights(acts: np.ndarray, grads: np.ndarray, ratio=1.0, eps: float = 1e-6) -> np.ndarray:
+    """Grad-CAM++ channel weights w_k = sum_ij alpha_k(i,j) ReLU(g_k(i,j))."""
+    return plusplus_alpha_grads(acts, grads, ratio, eps).sum(axis=(2, 3))
 
 
 @method("gradcam++", run=GRADS)

@@ -1,8 +1,10 @@
 """Integrative CAM, a documented RECONSTRUCTION from the paper's abstract (arXiv 2412.01354), not its formulas.
 
-Per conv layer: a Grad-CAM++ alpha generalised to a smooth score function f (r = f'''/f''),
-a FullGrad-style bias term sum_k b_k dS/dz_k, and layer weights = softmax over layers of the
-mean positive gradient x activation (the explainer's "adaptive" fusion).
+Per conv block: sum_k alpha_k(i,j) ReLU(g_k(i,j)) A_k(i,j), Grad-CAM++'s alpha generalised to a smooth score
+function f (r = f'''/f'') and kept per position, as LayerCAM keeps its gradients, plus a FullGrad-style bias term
+sum_k b_k dS/dz_k(i,j); layers fused by a softmax over layers of the share of their gradient x activation that is
+positive, over a temperature (the explainer's "adaptive" fusion). docs/methods/integrative.md says why each
+choice the abstract leaves open was made, with the measurements.
 """
 from __future__ import annotations
 
@@ -10,9 +12,10 @@ import numpy as np
 
 from ..errors import OptionError
 from ..numeric import softmax
+from ..postprocess import TEMPERATURE
 from ..runs import ConvBlock, ConvBlocks
-from .base import method, weighted_sum
-from .gradient import plusplus_weights
+from .base import method
+from .gradient import plusplus_alpha_grads
 
 
 def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
@@ -28,11 +31,11 @@ def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndar
 
 
 @method("integrative", run=ConvBlocks(), kinds=("classifier",), fusion="adaptive",
-        options={"score": "exp", "temperature": 1.0, "tanh": False},
+        options={"score": "exp", "temperature": TEMPERATURE, "tanh": False},
         cost="1 forward + 1 full backward")
-def integrative(ev: ConvBlock, score: str = "exp", temperature: float = 1.0, tanh: bool = False) -> np.ndarray:
-    """Integrative CAM (reconstruction): generalised-alpha weights plus a bias term, at every conv layer."""
+def integrative(ev: ConvBlock, score: str = "exp", temperature: float = TEMPERATURE, tanh: bool = False) -> np.ndarray:
+    """Integrative CAM (reconstruction): the generalised alpha x positive gradient x activation at each position,
+    plus the bias term, at every conv block."""
     r = _ratio(score, ev.logits, ev.class_weights)[:, None, None, None]
-    weights = plusplus_weights(ev.acts, ev.grads, r)
-    bias_term = np.einsum("k,nkhw->nhw", ev.bias, ev.pre_grads)
-    return weighted_sum(ev.acts, weights) + bias_term
+    evidence = np.einsum("nkhw,nkhw->nhw", plusplus_alpha_grads(ev.acts, ev.grads, r), ev.acts)
+    return evidence + np.einsum("k,nkhw->nhw", ev.bias, ev.pre_grads)

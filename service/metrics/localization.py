@@ -43,3 +43,13 @@ def energy_pointing_game(maps: np.ndarray, boxes: list[Boxes]) -> np.ndarray:
         total = energy.sum()
         out[i] = 100.0 * energy[box_mask(image_boxes, saliency.shape)].sum() / total if total > 0 else 0.0
     return out
+
+
+def border_and_centre(maps: np.ndarray, width: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the map's mean on the `width`-pixel frame along the image border and its mean inside it: a map
+    whose border outweighs its centre where the object is not at the border shows an artefact (zero padding's
+    responses, say), not class evidence."""
+    maps = np.asarray(maps)
+    frame = np.zeros(maps.shape[-2:], bool)
+    frame[:width], frame[-width:], frame[:, :width], frame[:, -width:] = True, True, True, True
+    return maps[..., frame].mean(axis=-1), maps[..., ~frame].mean(axis=-1)

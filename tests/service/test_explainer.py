@@ -213,22 +213,42 @@ def test_duplicate_layers_count_once(get_explainer, get_inputs):
     np.testing.assert_array_equal(twice.maps, explainer.explain(x, "gradcam"))
 
 
-def test_integrative_layer_map_is_plusplus_weights_plus_the_bias_term(get_explainer, get_inputs):
-    """The reconstruction's raw map at a conv block is the Grad-CAM++ map of its output plus
-    sum_k b_k dS/dz_k at the pre-activation conv output z, with the conv's (BN-folded) bias."""
+def test_integrative_equals_its_formula(get_explainer, get_inputs):
+    """docs/methods/integrative.md, written out here from its formulas: at conv block l with output A, gradient g
+    and pre-activation conv output z with (BN-folded) bias b, M_l = sum_k alpha_k ReLU(g_k) A_k + sum_k b_k dS/dz_k
+    per position, alpha = g^2 / (2 g^2 + sum_ab A g^3); maps ReLU'd, min-maxed and resized; fused with softmax over
+    layers of (sum ReLU(g A) / sum |g A|) / 0.1; min-maxed. Checked at four blocks, two of them linear."""
+    import cv2
+
     from camserve import graph_tools as gt
     explainer, x = get_explainer("real_mobilenet_v2"), get_inputs("real_mobilenet_v2")
     blocks = explainer.model.conv_blocks
-    linear = [post for post, (pre, _) in blocks.items() if pre == post][-1]      # a linear-bottleneck conv
-    clipped = [post for post, (pre, _) in blocks.items() if pre != post][-1]     # conv -> BN -> ReLU6
-    for layer in (linear, clipped):
-        pre, bias = blocks[layer]
-        integ = explainer.explain_full(x, "integrative", layers=[layer]).layer_maps[layer]
-        plus = explainer.explain_full(x, "gradcam++", layers=[layer]).layer_maps[layer]
-        grads = explainer._context.gradients([pre], x, np.zeros((2, 1000), np.float32))[gt.GRAD_PREFIX + pre]
-        bias_term = np.einsum("k,nkhw->nhw", bias, grads)
-        assert np.abs(bias_term).max() > 1e-6
-        np.testing.assert_allclose(integ, plus + bias_term, rtol=1e-4, atol=1e-6)
+    linear = [post for post, (pre, _) in blocks.items() if pre == post][-2:]      # linear-bottleneck convs
+    clipped = [post for post, (pre, _) in blocks.items() if pre != post][-2:]     # conv -> BN -> ReLU6
+    layers = linear + clipped
+    ours = explainer.explain_full(x, "integrative", layers=layers)
+    pres = [blocks[layer][0] for layer in layers]
+    out = explainer._context.gradients(list(dict.fromkeys(layers + pres)), x, np.zeros((2, 1000), np.float32))
+    scaled, evidence = [], []
+    for layer, pre in zip(layers, pres):
+        a, g, dz = out[layer].astype(np.float64), out[gt.GRAD_PREFIX + layer], out[gt.GRAD_PREFIX + pre]
+        alpha = g ** 2 / (2 * g ** 2 + a.sum(axis=(2, 3), keepdims=True) * g ** 3 + 1e-6)
+        raw = (alpha * np.maximum(g, 0) * a).sum(axis=1) + np.einsum("k,nkhw->nhw", blocks[layer][1], dz)
+        np.testing.assert_allclose(ours.layer_maps[layer], raw, rtol=1e-3, atol=1e-5 * np.abs(raw).max())
+        m = np.maximum(raw, 0)
+        m = (m - m.min(axis=(1, 2), keepdims=True))
+        m = m / (1e-7 + m.max(axis=(1, 2), keepdims=True))
+        scaled.append(np.stack([cv2.resize(one.astype(np.float32), (224, 224)) for one in m]))
+        product = (g * a).reshape(2, -1)
+        evidence.append(np.maximum(product, 0).sum(1) / np.abs(product).sum(1))
+    e = np.stack(evidence, axis=1) / 0.1
+    weights = np.exp(e - e.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    fused = np.einsum("nl,nlhw->nhw", weights, np.stack(scaled, axis=1))
+    fused = fused - fused.min(axis=(1, 2), keepdims=True)
+    fused /= 1e-7 + fused.max(axis=(1, 2), keepdims=True)
+    assert weights.max() < 0.9 and np.abs(weights[:, 0] - weights[:, -1]).max() > 1e-3   # not one layer, not uniform
+    np.testing.assert_allclose(ours.maps, fused, atol=1e-4)
 
 
 def test_the_explained_output_is_named_on_the_explainer_too():
