@@ -43,3 +43,28 @@ def venv_over(folder: Path, requirements: Path) -> Path:
     (site / "over.pth").write_text(f"import site; site.addsitedir({sysconfig.get_paths()['purelib']!r})\n")
     pip_install(folder, "--no-deps", "-r", str(requirements))
     return folder
+
+
+def run_peer(folder: Path, requirements: Path, script: Path, make_venv, image, args: list[str], timeout: int,
+             **env: str) -> Path:
+    """The folder where `script` (run by the venv `make_venv(folder / "venv")` builds once) wrote its exports and
+    maps: `python script OUT ARGS[0] OUT/image.npy ARGS[1:]`, run once per machine, keyed by the pins and the
+    script, with `image` saved as image.npy and a HOME of its own."""
+    import hashlib
+
+    import numpy as np
+    out = folder / hashlib.sha256(requirements.read_bytes() + script.read_bytes()).hexdigest()[:12]
+    if (out / "done").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    venv = folder / "venv"
+    if not (venv / "bin" / "python").exists():
+        make_venv(venv)
+    np.save(out / "image.npy", image)
+    home = out / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v.replace("{home}", str(home)) for k, v in env.items()}
+    subprocess.run([str(venv / "bin" / "python"), str(script), str(out), args[0], str(out / "image.npy"), *args[1:]],
+                   cwd=out, env=env_of(venv, home, **env), check=True, capture_output=True, timeout=timeout)
+    (out / "done").touch()
+    return out

@@ -9,7 +9,6 @@ convention camserve's maps follow."""
 from __future__ import annotations
 
 import functools
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from pytorch_grad_cam.utils.image import scale_cam_image
 
 from camserve import Explainer
-from venvs import env_of, fresh_venv, pip_install
+from venvs import fresh_venv, pip_install, run_peer
 from zoo import CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,25 +32,13 @@ MODELS = {"MobileNetV2": ("out_relu", ("gradcam", "gradcam++", "layercam")),
 @functools.lru_cache(maxsize=None)
 def peer() -> Path:
     """The exports and the peer's maps, made once per machine (keyed by the pins and the peer script)."""
-    import hashlib
-    key = hashlib.sha256((ROOT / "requirements-keras.txt").read_bytes()
-                         + (Path(__file__).parent / "keras_peer.py").read_bytes()).hexdigest()[:12]
-    out = FOLDER / key
-    if (out / "done").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    venv = FOLDER / "venv"
-    if not (venv / "bin" / "python").exists():
+    requirements = ROOT / "requirements-keras.txt"
+
+    def make_venv(venv: Path) -> None:
         fresh_venv(venv)
-        pip_install(venv, "--no-deps", "-r", str(ROOT / "requirements-keras.txt"))
-    np.save(out / "image.npy", photo().transpose(0, 2, 3, 1))
-    home = out / "home"
-    home.mkdir(exist_ok=True)
-    subprocess.run([str(venv / "bin" / "python"), str(Path(__file__).parent / "keras_peer.py"), str(out), str(SIZE),
-                    str(out / "image.npy")], cwd=out, env=env_of(venv, home, OMP_NUM_THREADS="2"),
-                   check=True, capture_output=True, timeout=900)
-    (out / "done").touch()
-    return out
+        pip_install(venv, "--no-deps", "-r", str(requirements))
+    return run_peer(FOLDER, requirements, Path(__file__).parent / "keras_peer.py", make_venv,
+                    photo().transpose(0, 2, 3, 1), [str(SIZE)], 900, OMP_NUM_THREADS="2")
 
 
 def photo() -> np.ndarray:

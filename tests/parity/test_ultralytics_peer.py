@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pytest
 
 from camserve import Explainer
 from camserve.targets import Box
-from venvs import env_of, venv_over
+from venvs import run_peer, venv_over
 from zoo import CACHE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,26 +29,11 @@ EXPORTS = ("torch", "ultralytics")
 @functools.lru_cache(maxsize=None)
 def peer() -> Path:
     """The exports and the peer's maps, made once per machine (keyed by the pins and the peer script)."""
-    import hashlib
-    key = hashlib.sha256((ROOT / "requirements-ultralytics.txt").read_bytes()
-                         + (Path(__file__).parent / "ultralytics_peer.py").read_bytes()).hexdigest()[:12]
-    out = FOLDER / key
-    if (out / "done").exists():
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    venv = FOLDER / "venv"
-    if not (venv / "bin" / "python").exists():
-        venv_over(venv, ROOT / "requirements-ultralytics.txt")
-    np.save(out / "image.npy", photo())
-    home = out / "home"
-    home.mkdir(exist_ok=True)
-    subprocess.run([str(venv / "bin" / "python"), str(Path(__file__).parent / "ultralytics_peer.py"), str(out),
-                    str(SIZE), str(out / "image.npy"), *(f"{name}.yaml" for name in MODELS)],
-                   cwd=out, env=env_of(venv, home, YOLO_CONFIG_DIR=str(home), OMP_NUM_THREADS="2",
-                                       **{k: os.environ[k] for k in ("PIP_INDEX_URL",) if k in os.environ}),
-                   check=True, capture_output=True, timeout=600)
-    (out / "done").touch()
-    return out
+    requirements = ROOT / "requirements-ultralytics.txt"
+    return run_peer(FOLDER, requirements, Path(__file__).parent / "ultralytics_peer.py",
+                    lambda venv: venv_over(venv, requirements), photo(), [str(SIZE), *(f"{m}.yaml" for m in MODELS)],
+                    600, YOLO_CONFIG_DIR="{home}", OMP_NUM_THREADS="2",
+                    **{k: os.environ[k] for k in ("PIP_INDEX_URL",) if k in os.environ})
 
 
 def photo() -> np.ndarray:
