@@ -204,8 +204,7 @@ def cmd_evaluate(args) -> None:
         return
     if explainer.kind != "classifier":
         raise BadRequest(f"evaluate scores classifiers and detectors; {model.name} is a {explainer.kind}", "model")
-    if args.dataset == "synthetic":
-        from .data.synthetic import synthetic_scenes
+    if args.dataset in ("synthetic", "bench"):
         size = model.preprocessing.crop or explainer.info.spatial[0]
         if not isinstance(size, int) or (not model.preprocessing.crop and explainer.info.spatial[1] != size):
             raise BadRequest(f"synthetic scenes are square: give {model.name} a preprocessing crop (its input is "
@@ -215,20 +214,37 @@ def cmd_evaluate(args) -> None:
             labeller_model = Model(args.label_model)
             labeller = Explainer(labeller_model, threads=args.threads)
         # an object alone is a photo crop of any size: the labelling model's full preprocessing applies
-        scenes = synthetic_scenes(args.n, lambda rgb: int(labeller.predict(images.to_tensor(
-            rgb, labeller_model.preprocessing)).argmax()), size, args.seed)
+        def label_fn(rgb: np.ndarray) -> int:
+            return int(labeller.predict(images.to_tensor(rgb, labeller_model.preprocessing)).argmax())
+
         target = f"label: {labeller_model.name}'s top-1 on the object alone (the first object of a pair)"
+        if args.dataset == "synthetic":
+            from .data.synthetic import synthetic_scenes
+            scenes = synthetic_scenes(args.n, label_fn, size, args.seed)
+        else:
+            from .data.benchmark import benchmark_scenes
+
+            def correct(rgb: np.ndarray, labels: np.ndarray) -> np.ndarray:
+                x = np.concatenate([images.normalise(image, model.preprocessing) for image in rgb])
+                return explainer.predict(x).argmax(axis=1) == labels
+
+            try:
+                scenes, drawn = benchmark_scenes(args.n, label_fn, correct, size, args.seed)
+            except ValueError as error:
+                raise BadRequest(f"{error} by {model.name}", "n") from error
+            target += f"; kept only where {model.name}'s top-1 is the label ({args.n} of {drawn} candidates)"
     else:
         from .data.folder import folder_scenes
         scenes = folder_scenes(args.dataset, model.preprocessing,
                                lambda fitted: top1(images.normalise(fitted, model.preprocessing)), limit=args.n)
         target = "label: from the boxes file, else the model's top-1 on the image"
     settings = Settings(args.deletion_step, args.deletion_baseline, args.insertion_baseline, seed=args.seed,
-                        forward_batch=args.forward_batch)
+                        forward_batch=args.forward_batch, road=not args.no_road)
     study = Study(methods, options, layers, settings, args.batch, args.gallery, args.sanity, args.sanity_images)
     with tqdm(total=len(scenes) * len(methods), unit="image", desc="evaluate", file=sys.stderr) as bar:
         results = run(explainer, model, scenes, study, Path(args.out), target,
-                      "synthetic" if args.dataset == "synthetic" else Path(args.dataset).name, bar.update)
+                      args.dataset if args.dataset in ("synthetic", "bench") else Path(args.dataset).name,
+                      bar.update)
     _print_means(results, ("adcc", "deletion_auc", "insertion_auc", "pointing_game", "seconds_per_image"), 12,
                  Path(args.out))
 
@@ -408,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score methods with every metric on a dataset; writes results.json + index.html")
     p.add_argument("--model", default=str(DEFAULT_MODEL), help="model.onnx or a model folder")
     p.add_argument("--methods", default=DEFAULT, help="comma-separated method names")
-    p.add_argument("--dataset", default="synthetic", help="'synthetic' or a folder of images with boxes.json")
+    p.add_argument("--dataset", default="synthetic", help="'synthetic' (24-scene cycle), 'bench' (scenes the "
+                   "model classifies as their label, see docs/evaluation.md) or a folder of images with boxes.json")
     p.add_argument("--label-model", default=None, help="synthetic data: the model whose top-1 on each object "
                    "alone is its label (default: the evaluated model)")
     p.add_argument("--n", type=int, default=30, help="number of images (synthetic scenes, or the first N of a folder)")
@@ -420,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 8 rows)")
     p.add_argument("--deletion-baseline", default="zeros", choices=["zeros", "blur", "mean"])
     p.add_argument("--insertion-baseline", default="blur", choices=["zeros", "blur", "mean"])
+    p.add_argument("--no-road", action="store_true", help="skip ROAD (and ARCC): its imputation is about 3/4 of "
+                   "the metrics' time")
     p.add_argument("--sanity", type=int, default=0, metavar="STAGES",
                    help="cascading randomisation checkpoints (0: no sanity check)")
     p.add_argument("--sanity-images", type=int, default=4)

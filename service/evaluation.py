@@ -30,6 +30,7 @@ class Settings:
     tolerance: float = 15.0               # pointing game, in pixels
     seed: int = 0
     forward_batch: int = 32               # images per forward of the metrics' perturbed copies
+    road: bool = True                     # ROAD's imputation is most of the metrics' cost; off: ROAD, ARCC NaN
 
     def __post_init__(self):
         for name in ("deletion_baseline", "insertion_baseline"):
@@ -131,9 +132,12 @@ def score_maps(explainer, x: np.ndarray, labels: np.ndarray, boxes: list, maps: 
         curves[kind] = np.stack(_grouped_probabilities(explainer, groups, batch))
         scores[f"{kind}_auc"] = causal.auc(curves[kind])
 
-    groups = ((road.perturbed(x[i:i + 1], maps[i:i + 1], settings.road_percentiles, settings.road_noise,
-                              settings.seed + i)[0], labels[i]) for i in range(len(x)))
-    scores["road"] = road.combined(y, np.stack(_grouped_probabilities(explainer, groups, batch)))
+    if settings.road:
+        groups = ((road.perturbed(x[i:i + 1], maps[i:i + 1], settings.road_percentiles, settings.road_noise,
+                                  settings.seed + i)[0], labels[i]) for i in range(len(x)))
+        scores["road"] = road.combined(y, np.stack(_grouped_probabilities(explainer, groups, batch)))
+    else:
+        scores["road"] = np.full(len(x), np.nan)
     scores["arcc"] = adcc.arcc(scores["coherency"], scores["complexity"], scores["road"])
 
     scores["pointing_game"] = localization.pointing_game(maps, boxes, settings.tolerance)

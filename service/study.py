@@ -104,7 +104,7 @@ def _settings(study: Study) -> dict:
     s = study.settings
     return {"deletion_step": s.deletion_step or "8 rows", "deletion_baseline": s.deletion_baseline,
             "insertion_baseline": s.insertion_baseline, "road_percentiles": list(s.road_percentiles),
-            "road_noise": s.road_noise, "pointing_tolerance_px": s.tolerance, "seed": s.seed,
+            "road_noise": s.road_noise, "road": s.road, "pointing_tolerance_px": s.tolerance, "seed": s.seed,
             "confidence": 0.95, "interval": "percentile bootstrap, 2000 resamples", "batch": study.batch,
             "layers": study.layers, "options": study.options,
             "sanity": {"stages": study.sanity_stages, "images": study.sanity_images} if study.sanity_stages else None}
