@@ -323,8 +323,8 @@ class Explainer:
         for ev in result.evidence:
             raw[ev.name] = spec.layer_map(ev, options)
             scaled.append(postprocess.scale(raw[ev.name], size, relu=relu))
-            if fusion == "adaptive":
-                weights.append(postprocess.layer_evidence(*ev.fusion_evidence()))
+            if fusion == "adaptive":   # reduced inside the graph where the run did (ConvBlockMap)
+                weights.append(ev.share if hasattr(ev, "share") else postprocess.layer_evidence(*ev.fusion_evidence()))
         if picks is not None:   # each map at its own layer, min-maxed again as one layer's "fusion" is
             names = list(raw)
             maps = postprocess.fuse([np.stack([scaled[names.index(layer)][r] for r, layer in enumerate(picks)])])
@@ -352,7 +352,8 @@ def blank_map_warnings(maps: np.ndarray, result: Result, gradients: bool) -> lis
     logits = np.asarray(result.logits)
     evidence = result.evidence if isinstance(result.evidence, list) else []
     layers = ", ".join(ev.name for ev in evidence) or "the input"
-    grads = [ev.fusion_evidence()[1] for ev in evidence if hasattr(ev, "fusion_evidence")]
+    grads = [ev.mass[:, None] if hasattr(ev, "mass") else ev.fusion_evidence()[1]
+             for ev in evidence if hasattr(ev, "mass") or hasattr(ev, "fusion_evidence")]
     for r in blank:
         if not np.isfinite(logits).all():
             warnings[r] = "blank map: the model's output is not finite for this input"

@@ -13,9 +13,8 @@ import numpy as np
 from ..errors import OptionError
 from ..numeric import softmax
 from ..postprocess import TEMPERATURE
-from ..runs import ConvBlock, ConvBlocks
+from ..runs import ConvBlockMap, ConvBlocks
 from .base import method
-from .gradient import plusplus_alpha_grads
 
 
 def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndarray:
@@ -30,12 +29,9 @@ def _ratio(score: str, logits: np.ndarray, class_weights: np.ndarray) -> np.ndar
     return ((1 - 6 * p + 6 * p ** 2) / denominator).astype(np.float32)
 
 
-@method("integrative", run=ConvBlocks(), kinds=("classifier",), fusion="adaptive",
-        options={"score": "exp", "temperature": TEMPERATURE, "tanh": False},
-        cost="1 forward + 1 full backward")
-def integrative(ev: ConvBlock, score: str = "exp", temperature: float = TEMPERATURE, tanh: bool = False) -> np.ndarray:
+@method("integrative", run=ConvBlocks(ratio=_ratio), kinds=("classifier",), fusion="adaptive",
+        options={"temperature": TEMPERATURE, "tanh": False}, cost="1 forward + 1 full backward")
+def integrative(ev: ConvBlockMap, temperature: float = TEMPERATURE, tanh: bool = False) -> np.ndarray:
     """Integrative CAM (reconstruction): the generalised alpha x positive gradient x activation at each position,
-    plus the bias term, at every conv block."""
-    r = _ratio(score, ev.logits, ev.class_weights)[:, None, None, None]
-    evidence = np.einsum("nkhw,nkhw->nhw", plusplus_alpha_grads(ev.acts, ev.grads, r), ev.acts)
-    return evidence + np.einsum("k,nkhw->nhw", ev.bias, ev.pre_grads)
+    plus the bias term, at every conv block (summed over channels inside the graph, graph_tools.reductions)."""
+    return ev.map

@@ -6,7 +6,7 @@ from .base import (
                    BiasGradient,
                    Classified,
                    Context,
-                   ConvBlock,
+                   ConvBlockMap,
                    NoisyGradients,
                    Probed,
                    ProbedGradients,
@@ -26,7 +26,7 @@ from .probe import Probe
 from .tails import ChannelTail, MosaicTail
 
 __all__ = ["ALL_KINDS", "Activations", "BiasGradient", "ChannelTail", "Classified", "Classifier", "Context",
-           "ConvBlock", "ConvBlocks", "Forward", "FullGradients", "Gradients", "HessianGradients", "InputMasks",
+           "ConvBlockMap", "ConvBlocks", "Forward", "FullGradients", "Gradients", "HessianGradients", "InputMasks",
            "MosaicTail",
            "NoisyCopies", "NoisyGradients", "Probe", "Probed", "ProbedGradients", "Result", "Run", "WholeNetwork",
            "WithGradients", "WithHessian", "noisy_copies", "top1"]

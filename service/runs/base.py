@@ -58,6 +58,24 @@ class Context:
             out[gt.GRAD_PREFIX + self.info.input_name] = grad_x.transpose(0, 3, 1, 2)
         return out
 
+    def plusplus_maps(self, blocks: list[tuple[str, str, np.ndarray]], x: np.ndarray, rows: np.ndarray,
+                      ratio: np.ndarray) -> dict[str, np.ndarray]:
+        """One run of the gradient graph with every block (z, A, b) reduced in it: logits, and per A its
+        (N, h, w) map, share and mass (graph_tools.add_plusplus_maps); `ratio` (N,) is Grad-CAM++'s r."""
+        size, base = self.differentiable(x)
+        names = tuple(a for _, a, _ in blocks)
+        layers = list(dict.fromkeys([a for _, a, _ in blocks] + [z for z, _, _ in blocks]))
+        last = {layer.name for layer in self.info.channels_last}
+
+        def build() -> onnx.ModelProto:
+            graph = gt.add_gradients(base(), layers, activations=[], info=self.info, ste=self.model.ste)
+            return gt.add_plusplus_maps(graph, blocks, last & set(layers))
+
+        feeds = {self.info.input_name: self.model.feed(x), gt.CLASS_WEIGHTS: rows, gt.RATIO: ratio}
+        out = self.runtime.run(("plusplus", names, *size), build, feeds)
+        out[self.info.logits] = out[gt.LOGITS]
+        return out
+
     def differentiable(self, x: np.ndarray) -> tuple[tuple, Callable[[], onnx.ModelProto]]:
         """The graph to differentiate for this input, and its cache-key part: models with symbolic H
         and W get a static-size copy per input size (transposed convolutions need static sizes)."""
@@ -112,9 +130,15 @@ class WithHessian(WithGradients):
 
 
 @dataclass(kw_only=True)
-class ConvBlock(WithGradients):
-    pre_grads: np.ndarray           # d score / d the block's pre-activation conv output
-    bias: np.ndarray                # (K,) that conv's bias
+class ConvBlockMap:
+    """One conv block reduced inside the gradient graph (graph_tools.reductions): no tensor of it leaves the run."""
+    name: str
+    map: np.ndarray                 # (N, h, w) sum_k alpha ReLU(g) A + sum_k b_k dS/dz_k
+    share: np.ndarray               # (N,) sum ReLU(g A) / sum |g A|: adaptive fusion's score of the layer
+    mass: np.ndarray                # (N,) sum |g|: zero where the target does not reach the layer
+    class_weights: np.ndarray
+    logits: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)

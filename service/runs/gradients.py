@@ -10,7 +10,7 @@ import numpy as np
 from camserve import graph_tools as gt
 
 from ..errors import BadRequest
-from .base import ALL_KINDS, BiasGradient, Context, ConvBlock, Result, Run, WholeNetwork, WithGradients, top1
+from .base import ALL_KINDS, BiasGradient, Context, ConvBlockMap, Result, Run, WholeNetwork, WithGradients, top1
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,18 @@ class Gradients(Run):
 
 @dataclass(frozen=True)
 class ConvBlocks(Run):
-    """Every conv block (or the caller's): activations, their gradients, and the gradient at the block's
-    pre-activation conv output with that conv's bias (Integrative CAM)."""
+    """Every conv block (or the caller's) reduced inside the gradient graph to its generalised Grad-CAM++ map with
+    the bias term, its positive share and gradient mass (Integrative CAM); no activation or gradient leaves the run.
+
+    ratio: fn(score, logits, rows) -> Grad-CAM++'s r (N,) for the smooth score function the option `score`
+    names. The exponential score has r = 1 whatever the logits, so only another score costs a forward first.
+    """
+    ratio: Callable[[str, np.ndarray, np.ndarray], np.ndarray] | None = None
     gradients = True
     cost_class = "few_forwards"
     target_layers = False
     kinds = ALL_KINDS
+    options = {"score": "exp"}
 
     def layers(self, model, requested: list[str] | None) -> list[str]:
         blocks = model.conv_blocks
@@ -71,13 +77,18 @@ class ConvBlocks(Run):
 
     def __call__(self, ctx: Context, x: np.ndarray, rows: np.ndarray, layers: list[str], options: dict) -> Result:
         blocks = ctx.model.conv_blocks
-        graph_layers = list(dict.fromkeys(layers + [blocks[name][0] for name in layers]))
-        out = ctx.gradients(graph_layers, x, rows, shown=layers)
+        score = options.get("score", "exp")
+        if score == "exp" or self.ratio is None:
+            ratio = np.ones(len(x), np.float32)
+        else:
+            logits = ctx.logits(x)
+            ratio = np.asarray(self.ratio(score, logits, top1(rows, logits)), np.float32)
+        out = ctx.plusplus_maps([(blocks[name][0], name, blocks[name][1]) for name in layers], x, rows, ratio)
         logits = out[ctx.info.logits]
         rows = top1(rows, logits)
         return Result(logits, rows, [
-            ConvBlock(name=name, acts=out[name], grads=out[gt.GRAD_PREFIX + name], class_weights=rows, logits=logits,
-                      pre_grads=out[gt.GRAD_PREFIX + blocks[name][0]], bias=blocks[name][1]) for name in layers])
+            ConvBlockMap(name=name, map=out[gt.MAP_PREFIX + name], share=out[gt.SHARE_PREFIX + name],
+                         mass=out[gt.MASS_PREFIX + name], class_weights=rows, logits=logits) for name in layers])
 
 
 @dataclass(frozen=True)
