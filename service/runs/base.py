@@ -135,7 +135,7 @@ class ConvBlockMap:
     name: str
     map: np.ndarray                 # (N, h, w) sum_k alpha ReLU(g) A + sum_k b_k dS/dz_k
     share: np.ndarray               # (N,) sum ReLU(g A) / sum |g A|: adaptive fusion's score of the layer
-    mass: np.ndarray                # (N,) sum |g|: zero where the target does not reach the layer
+    mass: np.ndarray                # (N,) sum |g A|: zero where the target reaches no activation of the layer
     class_weights: np.ndarray
     logits: np.ndarray
     extras: dict[str, np.ndarray] = field(default_factory=dict)

@@ -232,7 +232,7 @@ def test_integrative_equals_its_formula(get_explainer, get_inputs):
     scaled, evidence = [], []
     for layer, pre in zip(layers, pres):
         a, g, dz = out[layer].astype(np.float64), out[gt.GRAD_PREFIX + layer], out[gt.GRAD_PREFIX + pre]
-        alpha = g ** 2 / (2 * g ** 2 + a.sum(axis=(2, 3), keepdims=True) * g ** 3 + 1e-6)
+        alpha = g ** 2 / (2 * g ** 2 + np.maximum(a.sum(axis=(2, 3), keepdims=True), 0) * g ** 3 + 1e-6)
         raw = (alpha * np.maximum(g, 0) * a).sum(axis=1) + np.einsum("k,nkhw->nhw", blocks[layer][1], dz)
         np.testing.assert_allclose(ours.layer_maps[layer], raw, rtol=1e-3, atol=1e-5 * np.abs(raw).max())
         m = np.maximum(raw, 0)
