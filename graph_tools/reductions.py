@@ -9,8 +9,8 @@ and z among its layers) to what Integrative CAM fuses (docs/methods/integrative.
     share = sum ReLU(g A) / max(sum |g A|, tiny)   (the layer's positive share of gradient x activation)
     mass  = sum |g A|                              (zero: no activation the target's gradient reaches)
 
-r is a per-image input (1 for the exponential score). alpha ReLU(g) is `methods.gradient.plusplus_alpha_grads` with r S clamped at 0, divided through
-by g^2 to save a pass.
+r is a per-image input (1 for the exponential score). alpha ReLU(g) is `methods.gradient.plusplus_alpha_grads`
+with r S clamped at 0, divided through by g^2 to save a pass.
 """
 from __future__ import annotations
 

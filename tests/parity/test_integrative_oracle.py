@@ -59,7 +59,7 @@ def oracle(model: torch.nn.Module, x: np.ndarray) -> tuple[np.ndarray, np.ndarra
         tensors = [t for z, _, a, _, _ in blocks for t in (a, z)]
         grads = torch.autograd.grad(score, tensors, allow_unused=True)
         layer_maps, shares = [], []
-        for (z, z_value, a, a_value, bias), g, gz in zip(blocks, grads[0::2], grads[1::2]):
+        for (_, _, _, a_value, bias), g, gz in zip(blocks, grads[0::2], grads[1::2]):
             a_value, g, gz = a_value.double(), g.double(), gz.double()
             alpha = g ** 2 / (2 * g ** 2 + torch.relu(a_value.sum(dim=(2, 3), keepdim=True)) * g ** 3 + 1e-6)
             m = (alpha * torch.relu(g) * a_value).sum(1) + (bias.double()[None, :, None, None] * gz).sum(1)
