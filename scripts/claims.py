@@ -74,7 +74,8 @@ def decide(folder: Path, resamples: int = 10000) -> list[dict]:
     m = sum(p is not None for p in adjusted)
     for row, p in zip(rows, adjusted):
         row["p_holm"] = p
-        row["verdict"] = verdict(row["difference"], p, row["metric"] not in LOWER, ALPHA)
+        row["verdict"] = (verdict(row["difference"], p, row["metric"] not in LOWER, ALPHA) if row["n"]
+                          else "not run")
         values = row.pop("values", None)
         # Holm's first step tests at alpha / m: the detectable difference there is the conservative figure
         row["detectable"] = detectable(*values, row["metric"], ALPHA / max(m, 1)) if values else None

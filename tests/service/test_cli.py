@@ -146,3 +146,24 @@ def test_evaluate_on_a_folder_and_its_errors(tmp_path, capsys):
                            (["--methods", ","], "names no method"), (["--sanity", "-1"], "--sanity must be")):
         assert main(["evaluate", "--out", str(out), *flags]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_evaluate_on_the_benchmark_keeps_what_the_model_gets_right(tmp_path, capsys):
+    """--dataset bench: every kept scene is classified as its label by the evaluated model; --no-road leaves
+    ROAD and ARCC out (null), every other metric in."""
+    import json
+
+    from camserve.service import Explainer, images
+    out = tmp_path / "bench"
+    assert main(["evaluate", "--model", str(MODEL), "--methods", "gradcam", "--dataset", "bench", "--n", "4",
+                 "--no-road", "--out", str(out), "--gallery", "1"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["dataset"] == "bench" and results["n"] == 4 and "kept only where" in results["target"]
+    metrics = results["methods"]["gradcam"]["metrics"]
+    assert metrics["road"]["mean"] is None and metrics["arcc"]["mean"] is None
+    assert metrics["insertion_auc"]["mean"] is not None and results["settings"]["road"] is False
+    explainer = Explainer(str(MODEL))
+    for entry in results["images"]:
+        rgb = images.read(str(out / entry["file"]))
+        assert int(explainer.predict(images.normalise(rgb, explainer.model.preprocessing)).argmax()) == entry["label"]
+    capsys.readouterr()

@@ -220,3 +220,69 @@ def test_missing_folder_is_a_bad_request(tmp_path):
     with pytest.raises(BadRequest, match="does not exist") as error:
         folder_scenes(tmp_path / "nowhere", images.Preprocessing(), lambda image: 0)
     assert error.value.field == "directory"
+
+
+# -- the benchmark: candidates kept where the model is right ------------------------------------------------
+
+from camserve.service.data.benchmark import BENCH_KINDS, BENCH_OBJECTS, benchmark_scenes, candidate  # noqa: E402
+
+LABELS = {name: 10 + k for k, name in enumerate(BENCH_OBJECTS)}
+
+
+def test_candidates_are_a_function_of_seed_and_index():
+    again = candidate(7, LABELS)
+    assert np.array_equal(candidate(7, LABELS).image, again.image) and candidate(7, LABELS).boxes == again.boxes
+    assert not np.array_equal(candidate(7, LABELS, seed=1).image, again.image)
+    assert not np.array_equal(candidate(8, LABELS).image, again.image)
+
+
+def test_candidates_cover_every_kind_and_object_with_boxes_inside():
+    scenes = [candidate(i, LABELS, size=160) for i in range(4 * len(BENCH_OBJECTS))]
+    assert {s.kind for s in scenes} == set(BENCH_KINDS)
+    assert {s.objects[0]["name"] for s in scenes} == set(BENCH_OBJECTS)
+    for s in scenes:
+        assert s.image.shape == (160, 160, 3) and s.image.dtype == np.uint8
+        assert s.label == LABELS[s.objects[0]["name"]]
+        for x0, y0, x1, y1 in (o["box"] for o in s.objects):
+            assert 0 <= x0 < x1 <= 160 and 0 <= y0 < y1 <= 160
+        low, high = BENCH_KINDS[s.kind]
+        x0, y0, x1, y1 = s.boxes[0]
+        if s.kind in ("large", "medium"):   # the object's longer side is its drawn share of the scene
+            assert low * 160 - 1 <= max(x1 - x0, y1 - y0) <= high * 160 + 1
+        if s.kind == "pair":
+            (a, b) = (o["box"] for o in s.objects)
+            assert s.objects[0]["label"] != s.objects[1]["label"]
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]   # side by side, not overlapping
+
+
+def test_a_photo_candidate_holds_its_object_where_its_box_says():
+    """Where the crop holds the whole object (its box keeps the object's aspect), the box's pixels are the
+    object's pixels of the photo, resized."""
+    checked = 0
+    for s in (candidate(i, LABELS) for i in range(96)):
+        if s.kind != "photo":
+            continue
+        file, (x0, y0, x1, y1) = BENCH_OBJECTS[s.objects[0]["name"]]
+        bx0, by0, bx1, by1 = s.boxes[0]
+        if abs((bx1 - bx0) / (by1 - by0) - (x1 - x0) / (y1 - y0)) > 0.02:
+            continue   # clipped by the crop's edge
+        expected = cv2.resize(synthetic._read(file)[y0:y1, x0:x1], (bx1 - bx0, by1 - by0), interpolation=cv2.INTER_AREA)
+        assert np.abs(s.image[by0:by1, bx0:bx1].astype(float) - expected).mean() < 12
+        checked += 1
+    assert checked >= 3
+
+
+def test_benchmark_keeps_the_accepted_candidates_in_order():
+    seen = []
+
+    def accept(images, labels):
+        seen.append(len(images))
+        return np.arange(len(images)) % 3 == 0            # every third candidate of a batch
+
+    scenes, drawn = benchmark_scenes(5, lambda crop: 1 + crop.shape[0], accept, batch=6)
+    assert len(scenes) == 5 and [int(s.name.split("-")[1]) for s in scenes] == [0, 3, 6, 9, 12]
+    assert drawn == 13 and seen == [6, 6, 6]
+    fewer, _ = benchmark_scenes(2, lambda crop: 1 + crop.shape[0], accept, batch=6)
+    assert [s.name for s in fewer] == [s.name for s in scenes[:2]]   # a smaller run is a prefix of a larger one
+    with pytest.raises(ValueError, match="only 0 of 40 candidate scenes"):
+        benchmark_scenes(4, lambda crop: 1 + crop.shape[0], lambda images, labels: np.zeros(len(images), bool))
