@@ -56,14 +56,13 @@ def add_plusplus_maps(model: onnx.ModelProto, blocks: list[tuple[str, str, np.nd
             # r S clamped at 0: a linear block's channel sums (or softmax's r) can be negative, and then the
             # denominator crosses 0 where g = -2 / (r S) (docs/methods/integrative.md, choice 5)
             helper.make_node("Relu", [p + "rsum_signed"], [p + "rsum"]),
-            # alpha ReLU(g) = g^3 / (rS g^3 + 2 g^2 + eps) = g / (rS g + 2 + eps / g^2): 7 passes, not 8
+            # alpha ReLU(g) = g^3 / (rS g^3 + 2 g^2 + eps) = g / (rS g + 2 + eps / g^2): 6 passes, not 8
             # (g = 0: eps / 0 = inf and 0 / inf = 0, as the g^3 form gives)
             helper.make_node("Relu", [grad], [p + "g"]),
             helper.make_node("Mul", [p + "g", p + "g"], [p + "g2"]),
             helper.make_node("Div", [RATIO + "::eps", p + "g2"], [p + "eps_g2"]),
             helper.make_node("Mul", [p + "rsum", p + "g"], [p + "den0"]),
-            helper.make_node("Add", [p + "den0", RATIO + "::two"], [p + "den1"]),
-            helper.make_node("Add", [p + "den1", p + "eps_g2"], [p + "den"]),
+            helper.make_node("Sum", [p + "den0", RATIO + "::two", p + "eps_g2"], [p + "den"]),   # one pass
             helper.make_node("Div", [p + "g", p + "den"], [p + "alpha_g"]),
             helper.make_node("Mul", [p + "alpha_g", a], [p + "evidence"]),
             helper.make_node("Mul", [grad, a], [p + "ga"]),
