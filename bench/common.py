@@ -48,6 +48,21 @@ def median_ms(fn, repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
+def interleaved_ms(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median wall time in ms of each fn, timed in rounds that call every fn once in turn: this VM's speed
+    drifts by up to 2x between minutes, so only calls made side by side give fair ratios."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

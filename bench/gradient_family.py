@@ -4,7 +4,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 import torch
-from common import CACHE, SIZE, THREADS, build_model, cached_export, cpu_model, median_ms, plain_session, verdict
+from common import CACHE, SIZE, THREADS, build_model, cached_export, cpu_model, interleaved_ms, plain_session, verdict
 from pytorch_grad_cam import GradCAM
 
 from camserve.service import Explainer
@@ -20,16 +20,16 @@ def pgc_maps(cam: GradCAM, x: np.ndarray) -> np.ndarray:
 def measure(batch: int, explainer: Explainer, session: ort.InferenceSession, cam: GradCAM,
             integrative: bool = True) -> list[dict]:
     x = np.random.default_rng(batch).standard_normal((batch, 3, SIZE, SIZE)).astype(np.float32)
-    repeats = REPEATS[batch]
-    forward = median_ms(lambda: session.run(None, {"input": x}), repeats)
-    pgc = median_ms(lambda: pgc_maps(cam, x), repeats)
-    rows = [dict(batch=batch, method="gradcam", forward=forward, pgc=pgc,
-                 ours=median_ms(lambda: explainer.explain(x, "gradcam"), repeats))]
+    fns = {"forward": lambda: session.run(None, {"input": x}), "pgc": lambda: pgc_maps(cam, x),
+           "gradcam": lambda: explainer.explain(x, "gradcam")}
     if integrative:
-        rows.append(dict(batch=batch, method="integrative", forward=forward, pgc=None,
-                         ours=median_ms(lambda: explainer.explain(x, "integrative"), repeats)))
+        fns["integrative"] = lambda: explainer.explain(x, "integrative")
     else:
         print(f"(integrative at batch {batch} skipped: predicted over {INTEGRATIVE_BUDGET_S:.0f} s)")
+    ms = interleaved_ms(fns, REPEATS[batch])
+    rows = [dict(batch=batch, method="gradcam", forward=ms["forward"], pgc=ms["pgc"], ours=ms["gradcam"])]
+    if integrative:
+        rows.append(dict(batch=batch, method="integrative", forward=ms["forward"], pgc=None, ours=ms["integrative"]))
     return rows
 
 
