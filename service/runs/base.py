@@ -61,7 +61,7 @@ class Context:
     def plusplus_maps(self, blocks: list[tuple[str, str, np.ndarray]], x: np.ndarray, rows: np.ndarray,
                       ratio: np.ndarray) -> dict[str, np.ndarray]:
         """One run of the gradient graph with every block (z, A, b) reduced in it: logits, and per A its
-        (N, h, w) map, share and mass (graph_tools.add_plusplus_maps); `ratio` (N,) is Grad-CAM++'s r."""
+        (N, h, w) map, share and mass sum |g A| (graph_tools.add_plusplus_maps); `ratio` (N,) is Grad-CAM++'s r."""
         size, base = self.differentiable(x)
         names = tuple(a for _, a, _ in blocks)
         layers = list(dict.fromkeys([a for _, a, _ in blocks] + [z for z, _, _ in blocks]))

@@ -52,7 +52,7 @@ class Gradients(Run):
 @dataclass(frozen=True)
 class ConvBlocks(Run):
     """Every conv block (or the caller's) reduced inside the gradient graph to its generalised Grad-CAM++ map with
-    the bias term, its positive share and gradient mass (Integrative CAM); no activation or gradient leaves the run.
+    the bias term, its positive share and sum |g A| (Integrative CAM); no activation or gradient leaves the run.
 
     ratio: fn(score, logits, rows) -> Grad-CAM++'s r (N,) for the smooth score function the option `score`
     names. The exponential score has r = 1 whatever the logits, so only another score costs a forward first.
