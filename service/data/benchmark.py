@@ -18,7 +18,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .synthetic import Scene, _paste, _read, _shape
+from .synthetic import Scene, _paste, _read, _shape, side_by_side
 
 __all__ = ["BENCH_OBJECTS", "BACKGROUNDS", "BENCH_KINDS", "candidate", "benchmark_scenes"]
 
@@ -99,15 +99,8 @@ def candidate(index: int, labels: dict[str, int], size: int = 224, seed: int = 0
         fractions.append(rng.uniform(*_SECOND))
     crops = [_object(name) for name in chosen]
     shapes = [_shape(c, f, size) for c, f in zip(crops, fractions)]
-    if kind == "pair":   # side by side along a random axis, in a random order
-        axis = int(rng.integers(2))
-        extents = [shape[1 - axis] for shape in shapes]
-        first = int(rng.integers(size - sum(extents) + 1))
-        along = [first, int(rng.integers(first + extents[0], size - extents[1] + 1))]
-        if rng.integers(2):
-            along = [size - a - e for a, e in zip(along, extents)]
-        across = [int(rng.integers(size - shape[axis] + 1)) for shape in shapes]
-        corners = [(a, c) if axis == 0 else (c, a) for a, c in zip(along, across)]
+    if kind == "pair":
+        corners = side_by_side(shapes, size, rng)
     else:
         h, w = shapes[0]
         corners = [(int(rng.integers(size - w + 1)), int(rng.integers(size - h + 1)))]

@@ -82,6 +82,20 @@ def _paste(scene: np.ndarray, image: np.ndarray, x: int, y: int, h: int, w: int)
     return x, y, x + w, y + h
 
 
+def side_by_side(shapes: list[tuple[int, int]], size: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """(x, y) corners of two objects of (h, w) `shapes` side by side along a random axis, not overlapping; the
+    first offset leaves room for the second after it, and the order is mirrored half the time, so that the
+    first is not always left or top."""
+    axis = rng.integers(2)
+    extents = [shape[1 - axis] for shape in shapes]
+    first = rng.integers(size - sum(extents) + 1)
+    along = [first, rng.integers(first + extents[0], size - extents[1] + 1)]
+    if rng.integers(2):
+        along = [size - a - e for a, e in zip(along, extents)]
+    across = [rng.integers(size - shape[axis] + 1) for shape in shapes]
+    return [(int(a), int(c)) if axis == 0 else (int(c), int(a)) for a, c in zip(along, across)]
+
+
 def synthetic_scenes(n: int, label_fn: Callable[[np.ndarray], int], size: int = 224, seed: int = 0) -> list[Scene]:
     """`n` scenes cycling large / small / pair, each a function of (seed, size, label_fn) only.
 
@@ -106,15 +120,7 @@ def synthetic_scenes(n: int, label_fn: Callable[[np.ndarray], int], size: int = 
         image = _texture(size, rng)
         shapes = [_shape(catalogue[name][0], rng.uniform(low, high), size) for name in names]
         if kind == "pair":
-            # side by side along a random axis; the first offset leaves room for the second after it
-            axis = rng.integers(2)
-            extents = [shape[1 - axis] for shape in shapes]
-            first = rng.integers(size - sum(extents) + 1)
-            along = [first, rng.integers(first + extents[0], size - extents[1] + 1)]
-            if rng.integers(2):   # mirrored half the time, so the target is not always left or top
-                along = [size - a - e for a, e in zip(along, extents)]
-            across = [rng.integers(size - shape[axis] + 1) for shape in shapes]
-            corners = [(a, c) if axis == 0 else (c, a) for a, c in zip(along, across)]
+            corners = side_by_side(shapes, size, rng)
         else:
             h, w = shapes[0]
             corners = [(rng.integers(size - w + 1), rng.integers(size - h + 1))]
